@@ -1,0 +1,192 @@
+"""The audit event model and its validation."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+import uuid_utils
+
+from journal.errors import InvalidEvent
+
+__all__ = ["AuditEvent", "DEFAULT_MAX_EVENT_BYTES", "new_event_id", "utc_now"]
+
+#: Largest encoded event accepted by default (1 MiB).
+DEFAULT_MAX_EVENT_BYTES = 1 << 20
+
+#: Longest accepted ``outcome`` word, in characters.
+MAX_OUTCOME_CHARS = 64
+
+
+def utc_now() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def new_event_id() -> str:
+    """Return a new UUIDv7 string; later ids sort after earlier ones."""
+    return str(uuid_utils.uuid7())
+
+
+class AuditEvent(msgspec.Struct, kw_only=True):
+    """One audit record: who (``actor``) did what (``action``) to which ``target``.
+
+    ``seq`` is ``None`` until the journal assigns it on append. Every other field
+    is checked by :meth:`journal.Journal.append` before anything is written.
+    """
+
+    action: str
+    actor: str
+    target: str | None = None
+    outcome: str = "success"
+    time: datetime = msgspec.field(default_factory=utc_now)
+    id: str = msgspec.field(default_factory=new_event_id)
+    source: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    seq: int | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return the event as the JSON object the CLI prints (time in UTC)."""
+        return {
+            "seq": self.seq,
+            "id": self.id,
+            "time": format_time(self.time),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "source": self.source,
+            "metadata": self.metadata,
+        }
+
+
+def format_time(value: datetime) -> str:
+    """Format an aware datetime as RFC 3339 in UTC with a ``Z`` suffix."""
+    text = value.astimezone(timezone.utc).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_required_text(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise InvalidEvent(
+            f"invalid event: {name} must be a str, got {type(value).__name__} "
+            f"{value!r:.60}",
+            name,
+        )
+    if not value:
+        raise InvalidEvent(f"invalid event: {name} must not be empty", name)
+
+
+def _check_optional_text(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidEvent(
+            f"invalid event: {name} must be a str or None, got "
+            f"{type(value).__name__} {value!r:.60}",
+            name,
+        )
+
+
+def check_time(name: str, value: object) -> None:
+    """Raise :class:`InvalidEvent` unless *value* is a timezone-aware datetime."""
+    if not isinstance(value, datetime):
+        raise InvalidEvent(
+            f"invalid event: {name} must be a datetime, got {type(value).__name__} "
+            f"{value!r:.60}",
+            name,
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidEvent(
+            f"invalid event: {name} {value.isoformat()} is a naive datetime; pass a "
+            "timezone, for example datetime.now(timezone.utc) or "
+            "value.replace(tzinfo=timezone.utc)",
+            name,
+        )
+
+
+def _find_non_json(value: object, path: str) -> str | None:
+    """Return a description of the first value under *path* that JSON cannot hold."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, int):
+        if -(1 << 63) <= value < (1 << 64):
+            return None
+        return f"{path} is an integer outside the 64-bit range"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{path} is {value!r}, which JSON cannot represent"
+        return None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find_non_json(item, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a {type(key).__name__} key {key!r:.40}; keys must be str"
+            found = _find_non_json(item, f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return (
+        f"{path} is a {type(value).__name__} ({value!r:.40}); only str, int, float, "
+        "bool, None, list and dict are allowed"
+    )
+
+
+def _check_metadata(value: object) -> None:
+    if not isinstance(value, dict):
+        raise InvalidEvent(
+            f"invalid event: metadata must be a dict, got {type(value).__name__}",
+            "metadata",
+        )
+    if not value:
+        return
+    # A JSON round trip in C is the fast path; it changes any value that JSON
+    # cannot hold (bytes, tuples, datetimes, NaN, non-str keys), so a mismatch
+    # sends us to the slow walk that names the offending path.
+    try:
+        same = msgspec.json.decode(msgspec.json.encode(value)) == value
+    except (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError):
+        same = False
+    if same:
+        return
+    problem = _find_non_json(value, "metadata")
+    if problem is None:
+        problem = "metadata does not survive a JSON round trip unchanged"
+    raise InvalidEvent(f"invalid event: {problem}", problem.split(" ", 1)[0])
+
+
+def validate_event(event: object) -> AuditEvent:
+    """Check every field of *event*; raise :class:`InvalidEvent` naming the first bad one."""
+    if not isinstance(event, AuditEvent):
+        raise InvalidEvent(
+            f"invalid event: expected journal.AuditEvent, got {type(event).__name__}"
+        )
+    _check_required_text("action", event.action)
+    _check_required_text("actor", event.actor)
+    _check_optional_text("target", event.target)
+    _check_required_text("outcome", event.outcome)
+    if len(event.outcome) > MAX_OUTCOME_CHARS:
+        raise InvalidEvent(
+            f"invalid event: outcome is {len(event.outcome)} characters; use a short "
+            f"word of at most {MAX_OUTCOME_CHARS} such as success, failure or denied",
+            "outcome",
+        )
+    check_time("time", event.time)
+    _check_required_text("id", event.id)
+    _check_optional_text("source", event.source)
+    _check_metadata(event.metadata)
+    if event.seq is not None:
+        raise InvalidEvent(
+            f"invalid event: seq is {event.seq!r} but the journal assigns seq on "
+            "append; pass a new event, or msgspec.structs.replace(event, seq=None) "
+            "to store a copy",
+            "seq",
+        )
+    return event
