@@ -315,3 +315,28 @@ def write_all(fd: int, data: bytes) -> None:
         written = os.write(fd, view)
         view = view[written:]
 
+
+
+def frame_from_buffer(buf: bytes | memoryview, pos: int, base: int) -> Frame:
+    """Parse the frame at *pos* of *buf* (which starts at file offset *base*)."""
+    if len(buf) - pos < FRAME_HEADER:
+        raise Incomplete()
+    magic, kind, flags, count, first_seq, stored_len, raw_len, link = _FRAME.unpack_from(
+        buf, pos
+    )
+    (stored_crc,) = struct.unpack_from("<I", buf, pos + _FRAME.size)
+    if magic != FRAME_MAGIC:
+        raise Damaged(f"bad frame magic {bytes(magic)!r}")
+    if kind not in (KIND_EVENTS, KIND_SEAL) or flags & ~_KNOWN_FLAGS:
+        raise Damaged(f"unknown frame kind {kind} or flags 0x{flags:02x}")
+    if raw_len > MAX_FRAME_RAW or (kind == KIND_EVENTS and not 0 < count <= raw_len):
+        raise Damaged(f"frame claims {count} events in {raw_len} bytes")
+    start = pos + FRAME_HEADER
+    if stored_len > len(buf) - start:
+        raise Incomplete()
+    stored = bytes(buf[start : start + stored_len])
+    head = bytes(buf[pos : pos + _FRAME.size])
+    actual = crc32c.crc32c(stored, crc32c.crc32c(head))
+    if actual != stored_crc:
+        raise Damaged(f"frame CRC 0x{actual:08x} does not match stored 0x{stored_crc:08x}")
+    return Frame(base + pos, kind, flags, count, first_seq, raw_len, link, stored)

@@ -1,0 +1,400 @@
+"""The set of segments in a journal directory, kept in step with the files.
+
+:class:`Store` lists segments, loads or rebuilds their indexes, follows what
+other processes append, recovers a torn tail when it holds the write lock, and
+decodes blocks of events. It takes no lock itself; the journal decides when a
+caller holds the write lock and passes ``writer=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import zstandard
+
+from journal import codec
+from journal.errors import CorruptSegment, SegmentExpired
+from journal.event import AuditEvent
+from journal.index import Block, IndexBuilder, SegmentIndex, load_index, save_index
+from journal.removal import RemovalLog
+from journal.segment import (
+    FLAG_DICT,
+    FLAG_ZSTD,
+    KIND_EVENTS,
+    KIND_SEAL,
+    SEGMENT_NAME_RE,
+    Damaged,
+    DamagedRange,
+    Frame,
+    Incomplete,
+    SegmentHeader,
+    decode_seal,
+    frame_from_buffer,
+    read_header,
+    scan_frames,
+)
+
+log = logging.getLogger("journal")
+
+#: Open file descriptors kept for reading sealed segments.
+MAX_OPEN_SEGMENTS = 64
+
+
+class Segment:
+    """One segment file and what is known of it."""
+
+    def __init__(self, directory: str, name: str, index: SegmentIndex) -> None:
+        self.name = name
+        self.path = os.path.join(directory, name)
+        self.index = index
+        self.header: SegmentHeader | None = None
+        self.builder: IndexBuilder | None = None
+        self.saved_covered = index.covered
+
+    @property
+    def first_seq(self) -> int:
+        """Seq of the first event this segment can hold."""
+        return self.index.first_seq
+
+
+def decode_frame_events(
+    frame: Frame, decompressor: codec.Decompressor, path: str
+) -> list[AuditEvent]:
+    """Decompress and decode the events of *frame*, assigning their seqs."""
+    try:
+        raw = frame.stored
+        if frame.flags & FLAG_ZSTD:
+            raw = decompressor.decompress(
+                frame.stored, frame.raw_len, bool(frame.flags & FLAG_DICT)
+            )
+        elif len(raw) != frame.raw_len:
+            raise ValueError(f"payload is {len(raw)} bytes, header says {frame.raw_len}")
+        declared = codec.payload_count(raw)
+        if declared != frame.count:
+            raise ValueError(f"payload declares {declared} events, header says {frame.count}")
+        events = codec.decode_payload(raw)
+    except (ValueError, zstandard.ZstdError, msgspec.DecodeError) as err:
+        raise CorruptSegment(
+            f"segment {path}: frame at offset {frame.offset} (seq {frame.first_seq}.."
+            f"{frame.last_seq}) cannot be decoded: {err}; run `journal verify` for the "
+            "full report",
+            path,
+            frame.offset,
+            frame.first_seq,
+            frame.last_seq,
+        ) from err
+    seq = frame.first_seq
+    for event in events:
+        event.seq = seq
+        seq += 1
+    return events
+
+
+class Store:
+    """The segments of one journal directory."""
+
+    def __init__(self, directory: str, file_mode: int) -> None:
+        self.directory = directory
+        self.file_mode = file_mode
+        self.segments: list[Segment] = []
+        self.removals = RemovalLog(directory, file_mode)
+        self._dir_mtime = -1
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._decompressors: dict[str, codec.Decompressor] = {}
+
+    # -- listing -----------------------------------------------------------
+
+    def refresh(self, *, writer: bool = False) -> None:
+        """Catch up with files changed by any process since the last call."""
+        while True:
+            mtime = os.stat(self.directory).st_mtime_ns
+            if mtime != self._dir_mtime:
+                self._dir_mtime = mtime
+                self._relist(writer)
+            if not self.segments:
+                return
+            newest = self.segments[-1]
+            if newest.index.sealed:
+                return
+            size = self._size(newest)
+            if size == newest.index.covered:
+                return
+            self._scan(newest, size, writer)
+            if not newest.index.sealed:
+                return
+            # The newest segment was sealed by another process, which has
+            # probably created its successor: list the directory again.
+            self._dir_mtime = -1
+
+    def _relist(self, writer: bool) -> None:
+        removed = self.removals.removed_names()
+        names = sorted(
+            n for n in os.listdir(self.directory) if SEGMENT_NAME_RE.match(n) and n not in removed
+        )
+        known = {s.name: s for s in self.segments}
+        segments: list[Segment] = []
+        for name in names:
+            segment = known.get(name)
+            if segment is None:
+                segment = self._load(name, writer)
+                if segment is None:
+                    continue
+            segments.append(segment)
+        for name in set(known) - set(names):
+            self._forget(name)
+        self.segments = segments
+        # Only the newest segment is written to; drop builders of older ones.
+        for segment in segments[:-1]:
+            if segment.builder is not None and not segment.index.sealed:
+                segment.builder = None
+
+    def _load(self, name: str, writer: bool) -> Segment | None:
+        path = os.path.join(self.directory, name)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        index = load_index(self.directory, name)
+        if index is not None and index.covered <= size:
+            segment = Segment(self.directory, name, index)
+            if not index.sealed:
+                segment.builder = IndexBuilder(index)
+            if index.covered < size:
+                self._scan(segment, size, writer)
+            return segment
+        # Missing, damaged or impossible index: rebuild it from the segment.
+        fd = self.fd(name)
+        header = self._header_from_fd(name, fd, size)
+        index = SegmentIndex(
+            name=name,
+            first_seq=header.first_seq,
+            created_ns=header.created_ns,
+            header_len=header.header_len,
+            covered=header.header_len,
+            last_seq=header.first_seq - 1,
+            last_link=header.prev_link,
+        )
+        segment = Segment(self.directory, name, index)
+        segment.header = header
+        segment.builder = IndexBuilder(index)
+        segment.saved_covered = -1
+        self._scan(segment, size, writer)
+        if index.sealed or writer:
+            self.save(segment)
+        return segment
+
+    def _forget(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+        self._decompressors.pop(name, None)
+
+    def _size(self, segment: Segment) -> int:
+        return os.fstat(self.fd(segment.name)).st_size
+
+    # -- scanning ----------------------------------------------------------
+
+    def _scan(self, segment: Segment, limit: int, writer: bool) -> None:
+        """Index frames of *segment* from its covered offset up to *limit*."""
+        builder = segment.builder
+        if builder is None:
+            builder = segment.builder = IndexBuilder(segment.index)
+        fd = self.fd(segment.name)
+        header = self.header(segment)
+        decompressor = self.decompressor(segment)
+        newest = not self.segments or self.segments[-1] is segment or (
+            segment.first_seq > self.segments[-1].first_seq
+        )
+        for item in scan_frames(fd, segment.index.covered, limit, segment.index.last_seq):
+            if isinstance(item, DamagedRange):
+                if item.next_seq is None and newest:
+                    if writer:
+                        self._cut_torn_tail(segment, item.offset, limit)
+                    return
+                log.warning(
+                    "segment %s: %d damaged bytes at offset %d (%s); events %d..%s "
+                    "cannot be read; run `journal verify` for the full report",
+                    segment.path, item.end - item.offset, item.offset, item.reason,
+                    item.after_seq + 1, "?" if item.next_seq is None else item.next_seq - 1,
+                )
+                builder.add_damage(item.offset, item.end, item.after_seq, item.next_seq,
+                                   item.reason)
+                continue
+            if item.kind == KIND_SEAL:
+                seal = decode_seal(item, segment.path)
+                builder.add_seal(item.end, seal.sealed_ns, item.link)
+                break
+            expected = segment.index.last_seq + 1
+            try:
+                if item.first_seq != expected:
+                    raise CorruptSegment(
+                        f"frame starts at seq {item.first_seq}, expected {expected}",
+                        segment.path, item.offset,
+                    )
+                events = decode_frame_events(item, decompressor, segment.path)
+            except CorruptSegment as err:
+                log.warning("segment %s: %s", segment.path, err)
+                builder.add_damage(item.offset, item.end, segment.index.last_seq,
+                                   max(expected, item.first_seq + item.count), str(err))
+                continue
+            builder.add_frame(item.offset, item.end, item.first_seq, item.raw_len, events,
+                              item.link)
+        del header
+
+    def _cut_torn_tail(self, segment: Segment, offset: int, limit: int) -> None:
+        """Move an incomplete final frame aside and truncate the segment before it."""
+        fd = self.fd(segment.name)
+        torn = os.pread(fd, limit - offset, offset)
+        side = f"{segment.path}.torn-{offset}"
+        side_fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.file_mode)
+        try:
+            os.write(side_fd, torn)
+            os.fsync(side_fd)
+        finally:
+            os.close(side_fd)
+        write_fd = os.open(segment.path, os.O_RDWR)
+        try:
+            os.ftruncate(write_fd, offset)
+            os.fsync(write_fd)
+        finally:
+            os.close(write_fd)
+        log.warning(
+            "segment %s: cut an incomplete final frame at offset %d (%d bytes), left by "
+            "an interrupted write; the bytes were copied to %s",
+            segment.path, offset, limit - offset, side,
+        )
+
+    # -- files -------------------------------------------------------------
+
+    def fd(self, name: str) -> int:
+        """Return a read-only descriptor for segment *name*, opening it if needed."""
+        fd = self._fds.get(name)
+        if fd is not None:
+            self._fds.move_to_end(name)
+            return fd
+        path = os.path.join(self.directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as err:
+            record = self.removals.find(name)
+            if record is not None:
+                raise SegmentExpired(
+                    f"segment {path} (seq {record.first_seq}..{record.last_seq}) was removed "
+                    f"by retention; continue with after_seq={record.last_seq}",
+                    path,
+                    record.last_seq + 1,
+                ) from err
+            raise CorruptSegment(
+                f"segment {path} is missing; run `journal verify` for the full report",
+                path,
+                0,
+            ) from err
+        self._fds[name] = fd
+        while len(self._fds) > MAX_OPEN_SEGMENTS:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def _header_from_fd(self, name: str, fd: int, size: int) -> SegmentHeader:
+        return read_header(fd, os.path.join(self.directory, name), size)
+
+    def header(self, segment: Segment) -> SegmentHeader:
+        """Return the header of *segment*, reading it on first use."""
+        if segment.header is None:
+            fd = self.fd(segment.name)
+            segment.header = self._header_from_fd(segment.name, fd, os.fstat(fd).st_size)
+        return segment.header
+
+    def decompressor(self, segment: Segment) -> codec.Decompressor:
+        """Return the decompressor for *segment* (with its dictionary, if any)."""
+        found = self._decompressors.get(segment.name)
+        if found is None:
+            found = codec.Decompressor(self.header(segment).dictionary)
+            self._decompressors[segment.name] = found
+        return found
+
+    def save(self, segment: Segment) -> None:
+        """Write the index of *segment* if it covers more than the stored one."""
+        if segment.builder is not None:
+            index = segment.builder.snapshot()
+        else:
+            index = segment.index
+        if index.covered == segment.saved_covered:
+            return
+        try:
+            save_index(self.directory, index, self.file_mode)
+        except OSError as err:
+            # The index is derived data: failing to store it costs a rescan later,
+            # never an event, so a read-only directory must not stop a reader.
+            log.debug("could not store the index of %s: %s", segment.path, err)
+            return
+        segment.saved_covered = index.covered
+
+    def close(self) -> None:
+        """Close every descriptor."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._decompressors.clear()
+
+    # -- reading -----------------------------------------------------------
+
+    def block_events(self, segment: Segment, block: Block) -> list[AuditEvent]:
+        """Read and decode every event of *block*, in seq order."""
+        if block.damaged is not None:
+            raise CorruptSegment(
+                f"segment {segment.path}: events {block.first_seq}..{block.last_seq} at "
+                f"offset {block.offset} are damaged ({block.damaged}); run `journal "
+                f"verify` for the full report, or resume with after_seq={block.last_seq}",
+                segment.path,
+                block.offset,
+                block.first_seq,
+                block.last_seq,
+            )
+        fd = self.fd(segment.name)
+        buf = os.pread(fd, block.end - block.offset, block.offset)
+        decompressor = self.decompressor(segment)
+        events: list[AuditEvent] = []
+        pos = 0
+        while pos < len(buf):
+            try:
+                frame = frame_from_buffer(buf, pos, block.offset)
+            except (Damaged, Incomplete) as err:
+                reason = err.reason if isinstance(err, Damaged) else "frame cut short"
+                raise CorruptSegment(
+                    f"segment {segment.path}: frame at offset {block.offset + pos} "
+                    f"(events {block.first_seq}..{block.last_seq}) is damaged: {reason}; "
+                    f"run `journal verify` for the full report, or resume with "
+                    f"after_seq={block.last_seq}",
+                    segment.path,
+                    block.offset + pos,
+                    block.first_seq,
+                    block.last_seq,
+                ) from None
+            if frame.kind == KIND_EVENTS:
+                events.extend(decode_frame_events(frame, decompressor, segment.path))
+            pos = frame.end - block.offset
+        if len(events) != block.count:
+            raise CorruptSegment(
+                f"segment {segment.path}: block at offset {block.offset} holds "
+                f"{len(events)} events, the index says {block.count}",
+                segment.path,
+                block.offset,
+                block.first_seq,
+                block.last_seq,
+            )
+        return events
+
+    def frames(self, segment: Segment, start: int, limit: int) -> Iterator[Frame | DamagedRange]:
+        """Yield the raw frames of *segment* between two offsets."""
+        yield from scan_frames(self.fd(segment.name), start, limit, segment.first_seq - 1)
+
+
+def remove_side_files(directory: str, name: str) -> None:
+    """Remove the index file of segment *name* (used when the segment is removed)."""
+    Path(directory, name[: -len(".seg")] + ".idx").unlink(missing_ok=True)
