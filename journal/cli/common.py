@@ -1,0 +1,152 @@
+"""Options, argument parsing and output formatting shared by the commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from journal.chain import read_key_file
+from journal.cli.app import EXIT_FAILURE, EXIT_TEMPFAIL, fail
+from journal.errors import (
+    CorruptSegment,
+    InvalidArgument,
+    JournalError,
+    LockTimeout,
+    PermissionProblem,
+    SegmentExpired,
+)
+from journal.event import AuditEvent, format_time
+from journal.journal import Journal
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: str, option: str) -> datetime:
+    """Parse RFC 3339 or a relative time before now (``2h``, ``7d``, ``30m``)."""
+    match = _RELATIVE.match(value)
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
+        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    try:
+        parsed = msgspec.json.decode(msgspec.json.encode(value.strip()), type=datetime)
+    except msgspec.ValidationError:
+        raise click.BadParameter(
+            f"{value!r} is not an RFC 3339 time (2024-05-01T12:00:00Z) or a relative time "
+            "(30m, 2h, 7d)",
+            param_hint=option,
+        ) from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter(
+            f"{value!r} has no timezone; add Z or an offset such as +02:00",
+            param_hint=option,
+        )
+    return parsed
+
+
+def parse_size(value: str, option: str) -> int:
+    """Parse a byte size such as ``500M``, ``2G``, ``1048576``."""
+    match = re.match(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", value, re.IGNORECASE)
+    if not match:
+        raise click.BadParameter(
+            f"{value!r} is not a size; use bytes or a suffix: 500K, 200M, 2G", param_hint=option
+        )
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(match.group(1)) * (1024**power)
+
+
+def key_option(func: F) -> F:
+    """Add ``--key-file`` (default: the ``JOURNAL_KEY_FILE`` environment variable)."""
+    return click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False),
+        envvar="JOURNAL_KEY_FILE",
+        default=None,
+        help="File holding the chain key (default: $JOURNAL_KEY_FILE).",
+    )(func)
+
+
+def load_key(key_file: str | None) -> bytes | None:
+    """Read the key file named by ``--key-file``, if any."""
+    if not key_file:
+        return None
+    try:
+        return read_key_file(key_file)
+    except InvalidArgument as err:
+        fail(str(err))
+
+
+def filter_options(func: F) -> F:
+    """Add ``--actor``, ``--action``, ``--target`` and ``--outcome`` (each repeatable)."""
+    for name in reversed(("actor", "action", "target", "outcome")):
+        func = click.option(
+            f"--{name}",
+            multiple=True,
+            help=f"Only events with this {name} (repeat for any of several).",
+        )(func)
+    return func
+
+
+def filters_from(**values: tuple[str, ...]) -> dict[str, list[str]]:
+    """Turn repeated filter options into keyword arguments for the API."""
+    return {k: list(v) for k, v in values.items() if v}
+
+
+def open_existing(directory: str, *, key: bytes | None = None, readonly: bool = True,
+                  lock_timeout: float | None = None) -> Journal:
+    """Open a journal that must already exist; exit with a clear error otherwise."""
+    if not os.path.isdir(directory):
+        fail(f"{directory} is not a journal directory (it does not exist); create one "
+             "with `journal append` or `journal import`")
+    return Journal.open(directory, readonly=readonly, key=key, lock_timeout=lock_timeout)
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn journal errors into a one-line message and the documented exit code."""
+    try:
+        yield
+    except LockTimeout as err:
+        fail(str(err), EXIT_TEMPFAIL)
+    except (CorruptSegment, SegmentExpired, PermissionProblem, InvalidArgument) as err:
+        fail(str(err), EXIT_FAILURE)
+    except JournalError as err:
+        fail(str(err), EXIT_FAILURE)
+    except BrokenPipeError:
+        # Output piped into `head`: stop quietly like other Unix tools.
+        sys.stderr.close()
+        sys.exit(0)
+    except OSError as err:
+        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "), EXIT_FAILURE)
+
+
+def _clip(text: str | None, width: int) -> str:
+    if text is None:
+        return "-"
+    text = text.replace("\n", " ").replace("\t", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+EVENT_COLUMNS = ["SEQ", "TIME (UTC)", "ACTOR", "ACTION", "TARGET", "OUTCOME"]
+
+
+def event_row(event: AuditEvent) -> list[str]:
+    """Return the table cells of one event, clipped so a row fits 100 columns."""
+    return [
+        str(event.seq),
+        format_time(event.time)[:19].replace("T", " "),
+        _clip(event.actor, 18),
+        _clip(event.action, 20),
+        _clip(event.target, 18),
+        _clip(event.outcome, 8),
+    ]

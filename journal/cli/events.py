@@ -1,0 +1,326 @@
+"""Commands that write and read events: import, append, recent, query, tail, export."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import click
+import msgspec
+
+from journal.cli.app import EXIT_FAILURE, EXIT_USAGE, cli, echo_json, echo_table, fail
+from journal.cli.common import (
+    EVENT_COLUMNS,
+    event_row,
+    filter_options,
+    filters_from,
+    handle_errors,
+    key_option,
+    load_key,
+    open_existing,
+    parse_time,
+)
+from journal.errors import InvalidEvent
+from journal.event import AuditEvent
+from journal.journal import Journal
+
+IMPORT_BATCH = 1000
+
+
+def _print_events(events: list[AuditEvent], as_json: bool) -> None:
+    if as_json:
+        for event in events:
+            echo_json(event.to_json_dict())
+        return
+    echo_table(EVENT_COLUMNS, [event_row(e) for e in events], right={0})
+
+
+@cli.command("import")
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.argument("files", metavar="FILE...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
+@click.option(
+    "--format", "fmt", default="auto", show_default=True,
+    type=click.Choice(["auto", "k8s", "cloudtrail", "auditd", "syslog", "jsonl"]),
+    help="Input format; auto detects it per file.",
+)
+@click.option("--year", type=int, default=None,
+              help="Year for syslog lines that carry none (default: the current year).")
+@click.option("--map", "mappings", multiple=True, metavar="FIELD=PATH",
+              help="For jsonl: take FIELD from the dotted PATH, e.g. --map actor=user.name.")
+@click.option("--strict", is_flag=True, help="Stop with exit 1 at the first malformed record.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@key_option
+def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int | None,
+                   mappings: tuple[str, ...], strict: bool, as_json: bool,
+                   key_file: str | None) -> None:
+    """Import audit logs (Kubernetes, CloudTrail, auditd, syslog, JSON lines).
+
+    Each malformed record is reported on stderr with its file and line, counted and
+    skipped. The journal directory is created if missing.
+
+    \b
+    Example:
+      journal import ./audit /var/log/kubernetes/audit.log /var/log/auth.log
+
+    \b
+    Exit codes: 0 imported (malformed records skipped), 1 a file could not be read or
+    its format detected, or --strict met a malformed record, 2 usage error.
+    """
+    from journal.importers import ImportedRecord, UnknownFormat, iter_records
+
+    mapping: dict[str, str] = {}
+    for item in mappings:
+        field, sep, path = item.partition("=")
+        if not sep or not field or not path:
+            fail(f"--map {item!r} must look like FIELD=PATH, e.g. actor=user.name", EXIT_USAGE)
+        mapping[field.strip()] = path.strip()
+    counts: Counter[str] = Counter()
+    problems: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
+    started = time.monotonic()
+    with handle_errors(), Journal.open(directory, key=load_key(key_file)) as journal:
+        batch: list[AuditEvent] = []
+        show_progress = sys.stderr.isatty()
+        for path in files:
+            try:
+                records = iter_records(path, fmt, year=year, mapping=mapping or None)
+                for record in records:
+                    counts["read"] += 1
+                    if show_progress and counts["read"] % 1000 == 0:
+                        click.echo(f"\rimporting {path}: {counts['read']} records",
+                                   err=True, nl=False)
+                    if not isinstance(record, ImportedRecord):
+                        problems[record.reason] += 1
+                        click.echo(f"journal: {record.path}:{record.line}: skipped "
+                                   f"({record.reason}): {record.message}", err=True)
+                        if strict:
+                            journal.append_many(batch)
+                            counts["imported"] += len(batch)
+                            fail(f"{record.path}:{record.line}: {record.message}; stopped "
+                                 "because of --strict", EXIT_FAILURE)
+                        continue
+                    warning = getattr(record, "warning", None)
+                    if warning:
+                        warnings[warning] += 1
+                    batch.append(record.event)
+                    if len(batch) >= IMPORT_BATCH:
+                        journal.append_many(batch)
+                        counts["imported"] += len(batch)
+                        batch = []
+                if show_progress:
+                    click.echo("\r\033[K", err=True, nl=False)
+            except UnknownFormat as err:
+                fail(str(err), EXIT_FAILURE)
+            except OSError as err:
+                fail(f"cannot read {path}: {err.strerror or err}", EXIT_FAILURE)
+            except InvalidEvent as err:
+                fail(f"{path}: {err}", EXIT_FAILURE)
+        if batch:
+            journal.append_many(batch)
+            counts["imported"] += len(batch)
+        last_seq = journal.last_seq
+    for warning, n in warnings.items():
+        click.echo(f"journal: warning: {warning} ({n} records)", err=True)
+    summary: dict[str, Any] = {
+        "files": len(files),
+        "read": counts["read"],
+        "imported": counts["imported"],
+        "skipped": sum(problems.values()),
+        "skipped_by_reason": dict(problems),
+        "last_seq": last_seq,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    if as_json:
+        echo_json(summary)
+    else:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(problems.items())) or "none"
+        click.echo(
+            f"read {summary['read']} records from {len(files)} file(s): imported "
+            f"{summary['imported']}, skipped {summary['skipped']} ({reasons}); last seq "
+            f"{last_seq}",
+            err=True,
+        )
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--actor", required=True, help="Who did it.")
+@click.option("--action", required=True, help="What was done, e.g. user.create.")
+@click.option("--target", default=None, help="What it was done to.")
+@click.option("--outcome", default="success", show_default=True,
+              help="success, failure, denied or another short word.")
+@click.option("--source", default=None, help="Client address or host.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Metadata entry; VALUE is parsed as JSON when it is valid JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored event as JSON.")
+@key_option
+def append(directory: str, actor: str, action: str, target: str | None, outcome: str,
+           source: str | None, meta: tuple[str, ...], as_json: bool,
+           key_file: str | None) -> None:
+    """Append one event (durably) and print its seq.
+
+    \b
+    Example:
+      journal append ./audit --actor alice --action user.create --target user/bob \\
+          --meta ticket=OPS-12
+
+    \b
+    Exit codes: 0 stored, 1 invalid event or write failure, 2 usage error,
+    75 the write lock was not free in time.
+    """
+    metadata: dict[str, Any] = {}
+    for item in meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--meta {item!r} must look like KEY=VALUE", EXIT_USAGE)
+        try:
+            metadata[key] = msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            metadata[key] = value
+    with handle_errors(), Journal.open(directory, key=load_key(key_file)) as journal:
+        event = journal.append(
+            AuditEvent(actor=actor, action=action, target=target, outcome=outcome,
+                       source=source, metadata=metadata)
+        )
+    if as_json:
+        echo_json(event.to_json_dict())
+    else:
+        click.echo(event.seq)
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Number of events.")
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one event per line.")
+def recent(directory: str, limit: int, actor: tuple[str, ...], action: tuple[str, ...],
+           target: tuple[str, ...], outcome: tuple[str, ...], as_json: bool) -> None:
+    """Show the newest events, newest first.
+
+    \b
+    Example:
+      journal recent ./audit -n 50 --actor alice --outcome denied
+
+    \b
+    Exit codes: 0 success, 1 not a journal or damaged data reached, 2 usage error.
+    """
+    filters = filters_from(actor=actor, action=action, target=target, outcome=outcome)
+    with handle_errors(), open_existing(directory) as journal:
+        events = journal.recent(limit, **filters)  # type: ignore[arg-type]
+        _print_events(events, as_json)
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--since", default=None, metavar="T",
+              help="Events at or after T (RFC 3339, or relative: 30m, 2h, 7d).")
+@click.option("--until", default=None, metavar="T", help="Events before T.")
+@filter_options
+@click.option("--after-seq", default=None, type=click.IntRange(min=0),
+              help="Only events with a seq above N (a cursor).")
+@click.option("--limit", default=None, type=click.IntRange(min=0), help="At most N events.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one event per line.")
+def query(directory: str, since: str | None, until: str | None, actor: tuple[str, ...],
+          action: tuple[str, ...], target: tuple[str, ...], outcome: tuple[str, ...],
+          after_seq: int | None, limit: int | None, as_json: bool) -> None:
+    """Find events by time range and fields, oldest first.
+
+    \b
+    Example:
+      journal query ./audit --since 2h --actor alice --action login.failure
+
+    \b
+    Exit codes: 0 success, 1 not a journal or damaged data reached, 2 usage error.
+    """
+    filters = filters_from(actor=actor, action=action, target=target, outcome=outcome)
+    since_t = parse_time(since, "--since") if since else None
+    until_t = parse_time(until, "--until") if until else None
+    with handle_errors(), open_existing(directory) as journal:
+        events = journal.query(since=since_t, until=until_t, after_seq=after_seq,
+                               limit=limit, **filters)  # type: ignore[arg-type]
+        if as_json:
+            for event in events:
+                echo_json(event.to_json_dict())
+        else:
+            _print_events(list(events), False)
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("-n", "--lines", "count", default=10, show_default=True,
+              type=click.IntRange(min=0), help="Number of recent events shown first.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they arrive.")
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds between checks for new events with --follow.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one event per line.")
+def tail(directory: str, count: int, follow: bool, interval: float, as_json: bool) -> None:
+    """Show the last events oldest first; with -f, follow new ones like tail -f.
+
+    \b
+    Example:
+      journal tail ./audit -f --json
+
+    \b
+    Exit codes: 0 success (or interrupted with Ctrl-C), 1 not a journal.
+    """
+    with handle_errors(), open_existing(directory) as journal:
+        events = list(reversed(journal.recent(count)))
+        for event in events:
+            _emit(event, as_json)
+        if not follow:
+            return
+        position = events[-1].seq if events else journal.last_seq
+        try:
+            for event in journal.follow(after_seq=position, poll_interval=interval):
+                _emit(event, as_json)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return
+
+
+def _emit(event: AuditEvent, as_json: bool) -> None:
+    if as_json:
+        echo_json(event.to_json_dict())
+    else:
+        click.echo("  ".join(event_row(event)))
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--original", is_flag=True,
+              help="Print each imported source record instead of the event.")
+@click.option("--after-seq", default=0, type=click.IntRange(min=0),
+              help="Only events with a seq above N.")
+def export(directory: str, original: bool, after_seq: int) -> None:
+    """Write every event as JSON Lines on stdout, oldest first.
+
+    With --original, each line is the source record an event was imported from:
+    the parsed JSON object, or the raw text line(s) as a JSON string.
+
+    \b
+    Example:
+      journal export ./audit --original > records.jsonl
+
+    \b
+    Exit codes: 0 success, 1 not a journal or damaged data reached.
+    """
+    missing = 0
+    with handle_errors(), open_existing(directory) as journal:
+        out = sys.stdout
+        encoder = msgspec.json.Encoder()
+        for event in journal.read(after_seq=after_seq):
+            if original:
+                if "original" not in event.metadata:
+                    missing += 1
+                    continue
+                out.write(encoder.encode(event.metadata["original"]).decode() + "\n")
+            else:
+                out.write(encoder.encode(event.to_json_dict()).decode() + "\n")
+        out.flush()
+    if missing:
+        click.echo(f"journal: {missing} events were not imported and have no original "
+                   "record; they were left out", err=True)
