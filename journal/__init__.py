@@ -18,6 +18,9 @@ from journal.errors import (  # noqa: E402
     SegmentExpired,
 )
 from journal.event import AuditEvent  # noqa: E402
+from journal.journal import Journal, SegmentInfo  # noqa: E402
+from journal.retention import RetentionReport, SegmentDecision  # noqa: E402
+from journal.verify import Problem, VerifyReport  # noqa: E402
 
 logging.getLogger("journal").addHandler(logging.NullHandler())
 
@@ -27,10 +30,16 @@ __all__ = [
     "ForkedJournal",
     "InvalidArgument",
     "InvalidEvent",
+    "Journal",
     "JournalClosed",
     "JournalError",
     "LockTimeout",
     "PermissionProblem",
+    "Problem",
+    "RetentionReport",
+    "SegmentDecision",
     "SegmentExpired",
+    "SegmentInfo",
+    "VerifyReport",
     "__version__",
 ]
