@@ -164,6 +164,32 @@ def _check_metadata(value: object) -> None:
 
 def validate_event(event: object) -> AuditEvent:
     """Check every field of *event*; raise :class:`InvalidEvent` naming the first bad one."""
+    # Fast path for the common valid event: plain type checks in one expression
+    # cost about a third of the per-field checks below, which only run to name
+    # the offending field.
+    if type(event) is AuditEvent:
+        target, source, when = event.target, event.source, event.time
+        outcome = event.outcome
+        if (
+            type(event.action) is str
+            and event.action
+            and type(event.actor) is str
+            and event.actor
+            and (target is None or type(target) is str)
+            and type(outcome) is str
+            and 0 < len(outcome) <= MAX_OUTCOME_CHARS
+            and type(when) is datetime
+            and when.tzinfo is not None
+            and when.utcoffset() is not None
+            and type(event.id) is str
+            and event.id
+            and (source is None or type(source) is str)
+            and type(event.metadata) is dict
+            and event.seq is None
+        ):
+            if event.metadata:
+                _check_metadata(event.metadata)
+            return event
     if not isinstance(event, AuditEvent):
         raise InvalidEvent(
             f"invalid event: expected journal.AuditEvent, got {type(event).__name__}"
