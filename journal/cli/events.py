@@ -52,10 +52,12 @@ def _print_events(events: list[AuditEvent], as_json: bool) -> None:
               help="For jsonl: take FIELD from the dotted PATH, e.g. --map actor=user.name.")
 @click.option("--strict", is_flag=True, help="Stop with exit 1 at the first malformed record.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@click.option("--lock-timeout", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up (exit 75) if the write lock is not free within SECONDS.")
 @key_option
 def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int | None,
                    mappings: tuple[str, ...], strict: bool, as_json: bool,
-                   key_file: str | None) -> None:
+                   lock_timeout: float | None, key_file: str | None) -> None:
     """Import audit logs (Kubernetes, CloudTrail, auditd, syslog, JSON lines).
 
     Each malformed record is reported on stderr with its file and line, counted and
@@ -67,7 +69,8 @@ def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int |
 
     \b
     Exit codes: 0 imported (malformed records skipped), 1 a file could not be read or
-    its format detected, or --strict met a malformed record, 2 usage error.
+    its format detected, or --strict met a malformed record, 2 usage error, 75 the
+    write lock was not free within --lock-timeout.
     """
     from journal.importers import ImportedRecord, UnknownFormat, iter_records
 
@@ -81,7 +84,8 @@ def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int |
     problems: Counter[str] = Counter()
     warnings: Counter[str] = Counter()
     started = time.monotonic()
-    with handle_errors(), Journal.open(directory, key=load_key(key_file)) as journal:
+    with handle_errors(), Journal.open(directory, key=load_key(key_file),
+                                      lock_timeout=lock_timeout) as journal:
         batch: list[AuditEvent] = []
         show_progress = sys.stderr.isatty()
         for path in files:
@@ -156,10 +160,12 @@ def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int |
 @click.option("--meta", multiple=True, metavar="KEY=VALUE",
               help="Metadata entry; VALUE is parsed as JSON when it is valid JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored event as JSON.")
+@click.option("--lock-timeout", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up (exit 75) if the write lock is not free within SECONDS.")
 @key_option
 def append(directory: str, actor: str, action: str, target: str | None, outcome: str,
            source: str | None, meta: tuple[str, ...], as_json: bool,
-           key_file: str | None) -> None:
+           lock_timeout: float | None, key_file: str | None) -> None:
     """Append one event (durably) and print its seq.
 
     \b
@@ -180,7 +186,8 @@ def append(directory: str, actor: str, action: str, target: str | None, outcome:
             metadata[key] = msgspec.json.decode(value)
         except msgspec.DecodeError:
             metadata[key] = value
-    with handle_errors(), Journal.open(directory, key=load_key(key_file)) as journal:
+    with handle_errors(), Journal.open(directory, key=load_key(key_file),
+                                      lock_timeout=lock_timeout) as journal:
         event = journal.append(
             AuditEvent(actor=actor, action=action, target=target, outcome=outcome,
                        source=source, metadata=metadata)
