@@ -126,8 +126,13 @@ def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int |
             journal.append_many(batch)
             counts["imported"] += len(batch)
         last_seq = journal.last_seq
-    for warning, n in warnings.items():
-        click.echo(f"journal: warning: {warning} ({n} records)", err=True)
+    for shown, (warning, n) in enumerate(warnings.items()):
+        if shown == 5:
+            more = sum(warnings.values()) - sum(list(warnings.values())[:5])
+            click.echo(f"journal: warning: {more} more records with warnings", err=True)
+            break
+        suffix = f" ({n} records)" if n > 1 else ""
+        click.echo(f"journal: warning: {warning}{suffix}", err=True)
     summary: dict[str, Any] = {
         "files": len(files),
         "read": counts["read"],
