@@ -6,7 +6,7 @@ import logging
 
 __version__ = "0.1.0"
 
-from journal.errors import (  # noqa: E402
+from journal.errors import (
     CorruptSegment,
     ForkedJournal,
     InvalidArgument,
@@ -17,10 +17,10 @@ from journal.errors import (  # noqa: E402
     PermissionProblem,
     SegmentExpired,
 )
-from journal.event import AuditEvent  # noqa: E402
-from journal.journal import Journal, SegmentInfo  # noqa: E402
-from journal.retention import RetentionReport, SegmentDecision  # noqa: E402
-from journal.verify import Problem, VerifyReport  # noqa: E402
+from journal.event import AuditEvent
+from journal.journal import Journal, SegmentInfo
+from journal.retention import RetentionReport, SegmentDecision
+from journal.verify import Problem, VerifyReport
 
 logging.getLogger("journal").addHandler(logging.NullHandler())
 

@@ -46,7 +46,9 @@ def read_key_file(path: str | os.PathLike[str]) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as err:
-        raise InvalidArgument(f"cannot read key file {os.fspath(path)}: {err.strerror}") from err
+        raise InvalidArgument(
+            f"cannot read key file {os.fspath(path)}: {err.strerror}"
+        ) from err
     data = data.strip()
     if not data:
         raise InvalidArgument(f"key file {os.fspath(path)} is empty")

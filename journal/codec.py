@@ -86,7 +86,9 @@ class Decompressor:
         # bounded raw_len, and a mismatch is rejected rather than trusted.
         declared = zstandard.frame_content_size(data)
         if declared != raw_len:
-            raise ValueError(f"zstd frame declares {declared} bytes, frame header {raw_len}")
+            raise ValueError(
+                f"zstd frame declares {declared} bytes, frame header {raw_len}"
+            )
         out = ctx.decompress(data, max_output_size=raw_len)
         if len(out) != raw_len:
             raise ValueError(f"zstd frame gave {len(out)} bytes, expected {raw_len}")
@@ -98,7 +100,9 @@ def train_dictionary(samples: list[bytes]) -> bytes:
     if len(samples) < 64 or sum(map(len, samples)) < 4 * DICT_SIZE:
         return b""
     try:
-        zdict = zstandard.train_dictionary(DICT_SIZE, samples)
+        zdict = zstandard.train_dictionary(
+            DICT_SIZE, list[bytes | bytearray | memoryview](samples)
+        )
     except zstandard.ZstdError:
         return b""
     return zdict.as_bytes()

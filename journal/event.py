@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,7 +117,7 @@ def _find_non_json(value: object, path: str) -> str | None:
             return None
         return f"{path} is an integer outside the 64-bit range"
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             return f"{path} is {value!r}, which JSON cannot represent"
         return None
     if isinstance(value, list):

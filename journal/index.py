@@ -36,7 +36,12 @@ FILTER_FIELDS = ("actor", "action", "target", "outcome")
 #: A segment lists the exact values of a field while it has at most this many.
 EXACT_VALUES = 128
 
-_FIELD_TAGS = {"actor": b"a\x00", "action": b"c\x00", "target": b"t\x00", "outcome": b"o\x00"}
+_FIELD_TAGS = {
+    "actor": b"a\x00",
+    "action": b"c\x00",
+    "target": b"t\x00",
+    "outcome": b"o\x00",
+}
 _CRC = struct.Struct("<I")
 
 
@@ -172,8 +177,15 @@ class IndexBuilder:
             self._values[field] = None if known is None else set(known)
         self._block_values: list[set[str | None]] = [set() for _ in FILTER_FIELDS]
 
-    def add_frame(self, offset: int, end: int, first_seq: int, raw_len: int,
-                  events: Iterable[AuditEvent], link: bytes) -> None:
+    def add_frame(
+        self,
+        offset: int,
+        end: int,
+        first_seq: int,
+        raw_len: int,
+        events: Iterable[AuditEvent],
+        link: bytes,
+    ) -> None:
         """Record an events frame that ends at *end*."""
         index = self.index
         block = self._open
@@ -218,8 +230,9 @@ class IndexBuilder:
         if block.count >= BLOCK_EVENTS or self._raw_in_block >= BLOCK_RAW_BYTES:
             self.close_block()
 
-    def add_damage(self, offset: int, end: int, after_seq: int, next_seq: int | None,
-                   reason: str) -> None:
+    def add_damage(
+        self, offset: int, end: int, after_seq: int, next_seq: int | None, reason: str
+    ) -> None:
         """Record a damaged stretch so that reads reaching it raise instead of skipping."""
         self.close_block()
         last = (next_seq - 1) if next_seq is not None else after_seq
@@ -260,7 +273,9 @@ class IndexBuilder:
         """Close the open block and return the index with its value summary filled in."""
         self.close_block()
         self.index.values = {
-            field: (None if values is None else sorted(values, key=lambda v: (v is None, v)))
+            field: (
+                None if values is None else sorted(values, key=lambda v: (v is None, v))
+            )
             for field, values in self._values.items()
         }
         return self.index

@@ -119,7 +119,9 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if not isinstance(value, int | float) or value < 0:
-        raise InvalidArgument(f"{name} must be a non-negative number of seconds, got {value!r}")
+        raise InvalidArgument(
+            f"{name} must be a non-negative number of seconds, got {value!r}"
+        )
     return float(value)
 
 
@@ -145,7 +147,9 @@ def _check_bound(name: str, value: datetime | None) -> None:
     try:
         check_time(name, value)
     except InvalidEvent as err:
-        raise InvalidArgument(str(err).replace("invalid event: ", "invalid query: ")) from None
+        raise InvalidArgument(
+            str(err).replace("invalid event: ", "invalid query: ")
+        ) from None
 
 
 class Journal:
@@ -189,9 +193,16 @@ class Journal:
         self._closed = False
         self._mutex = threading.RLock()
         self._store = Store(directory, file_mode)
-        self._lock = WriteLock(
-            directory, timeout=lock_timeout, warn_after=lock_warn_after, file_mode=file_mode
-        ) if not readonly else None
+        self._lock = (
+            WriteLock(
+                directory,
+                timeout=lock_timeout,
+                warn_after=lock_warn_after,
+                file_mode=file_mode,
+            )
+            if not readonly
+            else None
+        )
         self._write_fd: int | None = None
         self._write_name: str | None = None
         self._compressor: codec.Compressor | None = None
@@ -278,7 +289,9 @@ class Journal:
             try:
                 os.makedirs(directory, mode=dir_mode, exist_ok=True)
             except PermissionError as err:
-                raise PermissionProblem(_permission_message(directory, "create")) from err
+                raise PermissionProblem(
+                    _permission_message(directory, "create")
+                ) from err
         if not os.path.isdir(directory):
             raise InvalidArgument(f"{directory} is not a directory")
         need = os.R_OK | os.X_OK | (0 if readonly else os.W_OK)
@@ -331,7 +344,9 @@ class Journal:
                 "JOURNAL_KEY_FILE) to append to it"
             )
         if self._key is not None and header.key_id != self._key_id:
-            state = "is not keyed" if not header.keyed else "was written with another key"
+            state = (
+                "is not keyed" if not header.keyed else "was written with another key"
+            )
             raise InvalidArgument(
                 f"journal {self.directory} {state}; the key given does not match segment "
                 f"{segment.name}, so appending would break the chain"
@@ -479,7 +494,9 @@ class Journal:
                     self._buffer_bytes += sum(len(d) for _, d in items)
                 raise
         if error is not None:
-            raise JournalError(f"an earlier background flush failed: {error}") from error
+            raise JournalError(
+                f"an earlier background flush failed: {error}"
+            ) from error
 
     def _buffer_event(self, event: AuditEvent, data: bytes) -> None:
         with self._buffer_lock:
@@ -504,7 +521,9 @@ class Journal:
             if self._flusher is not None:
                 return
             thread = threading.Thread(
-                target=self._flush_loop, name=f"journal-flush {self.directory}", daemon=True
+                target=self._flush_loop,
+                name=f"journal-flush {self.directory}",
+                daemon=True,
             )
             self._flusher = thread
         thread.start()
@@ -597,9 +616,13 @@ class Journal:
         try:
             self._write_fd = os.open(segment.path, os.O_RDWR | os.O_CLOEXEC)
         except PermissionError as err:
-            raise PermissionProblem(_permission_message(segment.path, "write to")) from err
+            raise PermissionProblem(
+                _permission_message(segment.path, "write to")
+            ) from err
         self._write_name = segment.name
-        self._compressor = codec.Compressor(self._level, self._store.header(segment).dictionary)
+        self._compressor = codec.Compressor(
+            self._level, self._store.header(segment).dictionary
+        )
 
     def _seal(self, segment: Segment, reason: str) -> None:
         """Append a seal frame so that the next event starts a new segment."""
@@ -609,18 +632,30 @@ class Journal:
         index = segment.index
         sealed_ns = int(self._now().timestamp() * 1e9)
         payload = encode_seal(
-            SealRecord(sealed_ns=sealed_ns, last_seq=index.last_seq, events=index.count,
-                       reason=reason)
+            SealRecord(
+                sealed_ns=sealed_ns,
+                last_seq=index.last_seq,
+                events=index.count,
+                reason=reason,
+            )
         )
-        link = chain.next_link(self._key, index.last_link, KIND_SEAL, 0, index.last_seq + 1,
-                               payload)
-        data = pack_frame(KIND_SEAL, 0, 0, index.last_seq + 1, len(payload), link, payload)
+        link = chain.next_link(
+            self._key, index.last_link, KIND_SEAL, 0, index.last_seq + 1, payload
+        )
+        data = pack_frame(
+            KIND_SEAL, 0, 0, index.last_seq + 1, len(payload), link, payload
+        )
         self._pwrite(segment, data)
         os.fsync(self._write_fd)
         segment.builder.add_seal(index.covered + len(data), sealed_ns, link)
         self._store.save(segment)
-        log.debug("sealed segment %s (%s): seq %d..%d", segment.path, reason,
-                  index.first_seq, index.last_seq)
+        log.debug(
+            "sealed segment %s (%s): seq %d..%d",
+            segment.path,
+            reason,
+            index.first_seq,
+            index.last_seq,
+        )
 
     def _training_samples(self, previous: Segment | None) -> list[bytes]:
         if len(self._samples) >= 256 or previous is None or not previous.index.blocks:
@@ -629,8 +664,9 @@ class Journal:
         for block in reversed(previous.index.blocks[-64:]):
             if block.damaged is not None:
                 continue
-            samples.extend(codec.encode_event(e) for e in self._store.block_events(previous,
-                                                                                   block))
+            samples.extend(
+                codec.encode_event(e) for e in self._store.block_events(previous, block)
+            )
             if len(samples) >= DICT_SAMPLES:
                 break
         return samples
@@ -646,11 +682,15 @@ class Journal:
         created_ns = int(self._now().timestamp() * 1e9)
         data = pack_header(first_seq, created_ns, prev_link, self._key_id, dictionary)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
+            fd = os.open(
+                path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode
+            )
         except FileExistsError:
             # A writer died between creating this file and writing its header.
             os.replace(path, f"{path}.torn-0")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode)
+            fd = os.open(
+                path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode
+            )
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -703,7 +743,11 @@ class Journal:
         segment = self._active_for_write()
         builder = segment.builder
         compressor = self._compressor
-        assert builder is not None and compressor is not None and self._write_fd is not None
+        assert (
+            builder is not None
+            and compressor is not None
+            and self._write_fd is not None
+        )
         index = segment.index
         link = index.last_link
         seq = index.last_seq + 1
@@ -714,7 +758,9 @@ class Journal:
         while start < len(items):
             stop = start
             raw = 0
-            while stop < len(items) and (stop == start or raw + len(items[stop][1]) <= FRAME_TARGET_RAW):
+            while stop < len(items) and (
+                stop == start or raw + len(items[stop][1]) <= FRAME_TARGET_RAW
+            ):
                 raw += len(items[stop][1])
                 stop += 1
             chunk = items[start:stop]
@@ -723,11 +769,23 @@ class Journal:
             flags = FLAG_ZSTD | (FLAG_DICT if used_dict else 0)
             if len(stored) >= len(payload):
                 stored, flags = payload, 0
-            link = chain.next_link(self._key, link, KIND_EVENTS, len(chunk), seq, payload)
-            frame = pack_frame(KIND_EVENTS, flags, len(chunk), seq, len(payload), link, stored)
+            link = chain.next_link(
+                self._key, link, KIND_EVENTS, len(chunk), seq, payload
+            )
+            frame = pack_frame(
+                KIND_EVENTS, flags, len(chunk), seq, len(payload), link, stored
+            )
             chunks.append(frame)
-            done.append((offset, offset + len(frame), seq, len(payload),
-                         [event for event, _ in chunk], link))
+            done.append(
+                (
+                    offset,
+                    offset + len(frame),
+                    seq,
+                    len(payload),
+                    [event for event, _ in chunk],
+                    link,
+                )
+            )
             offset += len(frame)
             seq += len(chunk)
             start = stop
@@ -789,10 +847,14 @@ class Journal:
         _check_bound("since", since)
         _check_bound("until", until)
         if after_seq is not None and (not isinstance(after_seq, int) or after_seq < 0):
-            raise InvalidArgument(f"after_seq must be a non-negative int, got {after_seq!r}")
+            raise InvalidArgument(
+                f"after_seq must be a non-negative int, got {after_seq!r}"
+            )
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise InvalidArgument(f"limit must be a non-negative int, got {limit!r}")
-        filters = _normalize_filters(actor=actor, action=action, target=target, outcome=outcome)
+        filters = _normalize_filters(
+            actor=actor, action=action, target=target, outcome=outcome
+        )
         return self._query(since, until, filters, after_seq or 0, limit)
 
     def _query(
@@ -813,8 +875,9 @@ class Journal:
         produced = 0
         for segment in self._refresh():
             index = segment.index
-            if index.last_seq <= position or not _segment_may_match(index, since_us, until_us,
-                                                                   filters):
+            if index.last_seq <= position or not _segment_may_match(
+                index, since_us, until_us, filters
+            ):
                 continue
             for block in list(index.blocks):
                 if block.last_seq <= position:
@@ -852,7 +915,9 @@ class Journal:
         self._check_usable()
         if not isinstance(limit, int) or limit < 0:
             raise InvalidArgument(f"limit must be a non-negative int, got {limit!r}")
-        filters = _normalize_filters(actor=actor, action=action, target=target, outcome=outcome)
+        filters = _normalize_filters(
+            actor=actor, action=action, target=target, outcome=outcome
+        )
         wanted = [[value_hash(f, v) for v in opts] for f, opts in filters.items()]
         match = _matcher(None, None, filters)
         result: list[AuditEvent] = []
@@ -874,7 +939,10 @@ class Journal:
         return result
 
     def follow(
-        self, after_seq: int | None = None, poll_interval: float = 0.5, **filters: Filter
+        self,
+        after_seq: int | None = None,
+        poll_interval: float = 0.5,
+        **filters: Filter,
     ) -> Iterator[AuditEvent]:
         """Yield events as they are appended, like ``tail -f``; never returns by itself.
 
@@ -915,14 +983,20 @@ class Journal:
                     first_seq=index.first_seq,
                     last_seq=index.last_seq,
                     events=index.count,
-                    min_time=format_time(_from_us(index.min_us)) if index.count else None,
-                    max_time=format_time(_from_us(index.max_us)) if index.count else None,
+                    min_time=format_time(_from_us(index.min_us))
+                    if index.count
+                    else None,
+                    max_time=format_time(_from_us(index.max_us))
+                    if index.count
+                    else None,
                     bytes=size,
                     raw_bytes=index.raw_bytes,
                     ratio=round(index.raw_bytes / size, 2) if size else 0.0,
                     sealed=index.sealed,
                     created=format_time(_from_us(index.created_ns // 1000)),
-                    damaged_blocks=sum(1 for b in index.blocks if b.damaged is not None),
+                    damaged_blocks=sum(
+                        1 for b in index.blocks if b.damaged is not None
+                    ),
                 )
             )
         return infos
@@ -966,8 +1040,13 @@ class Journal:
         self._check_usable()
         segments = self._refresh()
         if not segments:
-            return {"seq": 0, "link": chain.ZERO_LINK.hex(), "segment": None,
-                    "keyed": self._key is not None, "time": format_time(self._now())}
+            return {
+                "seq": 0,
+                "link": chain.ZERO_LINK.hex(),
+                "segment": None,
+                "keyed": self._key is not None,
+                "time": format_time(self._now()),
+            }
         newest = segments[-1]
         return {
             "seq": newest.index.last_seq,
@@ -996,8 +1075,14 @@ class Journal:
         self._check_usable(writing=not dry_run)
         from journal.retention import enforce
 
-        return enforce(self, max_age=max_age, max_bytes=max_bytes, max_segments=max_segments,
-                       now=now, dry_run=dry_run)
+        return enforce(
+            self,
+            max_age=max_age,
+            max_bytes=max_bytes,
+            max_segments=max_segments,
+            now=now,
+            dry_run=dry_run,
+        )
 
 
 def _segment_may_match(
@@ -1052,4 +1137,3 @@ def _permission_message(path: str, action: str) -> str:
         f"({st.st_mode & 0o777:o}) while running as uid {os.geteuid()}; run as the owner "
         "or grant access"
     )
-

@@ -87,18 +87,31 @@ def _fmt_us(value: int) -> str:
 
 
 def _check_args(
-    max_age: timedelta | None, max_bytes: int | None, max_segments: int | None, now: datetime
+    max_age: timedelta | None,
+    max_bytes: int | None,
+    max_segments: int | None,
+    now: datetime,
 ) -> None:
     if max_age is None and max_bytes is None and max_segments is None:
         raise InvalidArgument(
             "retention needs at least one of max_age, max_bytes or max_segments"
         )
-    if max_age is not None and (not isinstance(max_age, timedelta) or max_age < timedelta(0)):
-        raise InvalidArgument(f"max_age must be a non-negative timedelta, got {max_age!r}")
+    if max_age is not None and (
+        not isinstance(max_age, timedelta) or max_age < timedelta(0)
+    ):
+        raise InvalidArgument(
+            f"max_age must be a non-negative timedelta, got {max_age!r}"
+        )
     if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 0):
-        raise InvalidArgument(f"max_bytes must be a non-negative int, got {max_bytes!r}")
-    if max_segments is not None and (not isinstance(max_segments, int) or max_segments < 1):
-        raise InvalidArgument(f"max_segments must be an int of at least 1, got {max_segments!r}")
+        raise InvalidArgument(
+            f"max_bytes must be a non-negative int, got {max_bytes!r}"
+        )
+    if max_segments is not None and (
+        not isinstance(max_segments, int) or max_segments < 1
+    ):
+        raise InvalidArgument(
+            f"max_segments must be an int of at least 1, got {max_segments!r}"
+        )
     try:
         check_time("now", now)
     except InvalidEvent as err:
@@ -171,7 +184,9 @@ def _run(
             return True, "holds no events"
         if index.max_us > now_us:
             future.append(segment.name)
-            sealed_us = (index.sealed_ns // 1000) if index.sealed_ns is not None else now_us
+            sealed_us = (
+                (index.sealed_ns // 1000) if index.sealed_ns is not None else now_us
+            )
             if sealed_us < cutoff_us:
                 return True, (
                     f"holds an event dated {_fmt_us(index.max_us)}, after now; judged by its "
@@ -182,8 +197,14 @@ def _run(
                 "seal time, which is not older than the cutoff"
             )
         if index.max_us < cutoff_us:
-            return True, f"newest event {_fmt_us(index.max_us)} is older than the cutoff"
-        return False, f"newest event {_fmt_us(index.max_us)} is not older than the cutoff"
+            return (
+                True,
+                f"newest event {_fmt_us(index.max_us)} is older than the cutoff",
+            )
+        return (
+            False,
+            f"newest event {_fmt_us(index.max_us)} is not older than the cutoff",
+        )
 
     delete: list[tuple[Segment, str]] = []
     kept: list[SegmentDecision] = []
@@ -231,8 +252,11 @@ def _run(
         if segment.index.count:
             if oldest_seq is None:
                 oldest_seq = segment.index.first_seq
-            oldest_us = segment.index.min_us if oldest_us is None else min(oldest_us,
-                                                                          segment.index.min_us)
+            oldest_us = (
+                segment.index.min_us
+                if oldest_us is None
+                else min(oldest_us, segment.index.min_us)
+            )
     report = RetentionReport(
         directory=journal.directory,
         now=format_time(now),
@@ -252,8 +276,9 @@ def _run(
     return report
 
 
-def _remove(journal: Journal, segments: list[Segment], sizes: dict[str, int],
-            now: datetime) -> None:
+def _remove(
+    journal: Journal, segments: list[Segment], sizes: dict[str, int], now: datetime
+) -> None:
     store = journal._store
     records = []
     for segment in segments:
@@ -283,8 +308,12 @@ def _remove(journal: Journal, segments: list[Segment], sizes: dict[str, int],
             os.unlink(segment.path)
         except FileNotFoundError:
             pass
-        log.info("retention removed %s (seq %d..%d)", segment.path, segment.index.first_seq,
-                 segment.index.last_seq)
+        log.info(
+            "retention removed %s (seq %d..%d)",
+            segment.path,
+            segment.index.first_seq,
+            segment.index.last_seq,
+        )
     fsync_directory(store.directory)
     store._dir_mtime = -1
     store.refresh(writer=True)

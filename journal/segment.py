@@ -10,6 +10,7 @@ import os
 import re
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import crc32c
@@ -97,9 +98,18 @@ def read_header(fd: int, path: str, file_size: int) -> SegmentHeader:
             path,
             0,
         )
-    (magic, version, flags, header_len, first_seq, created_ns, prev_link, kid, dict_len, _) = (
-        _HEADER.unpack(fixed)
-    )
+    (
+        magic,
+        version,
+        flags,
+        header_len,
+        first_seq,
+        created_ns,
+        prev_link,
+        kid,
+        dict_len,
+        _,
+    ) = _HEADER.unpack(fixed)
     if magic != SEGMENT_MAGIC:
         raise CorruptSegment(
             f"segment {path}: bad magic {magic!r}, expected {SEGMENT_MAGIC!r}; "
@@ -114,7 +124,11 @@ def read_header(fd: int, path: str, file_size: int) -> SegmentHeader:
             path,
             0,
         )
-    if dict_len > MAX_DICT or header_len != HEADER_FIXED + dict_len or header_len > file_size:
+    if (
+        dict_len > MAX_DICT
+        or header_len != HEADER_FIXED + dict_len
+        or header_len > file_size
+    ):
         raise CorruptSegment(
             f"segment {path}: header claims {header_len} bytes with a {dict_len}-byte "
             f"dictionary but the file has {file_size} bytes",
@@ -138,7 +152,8 @@ def read_header(fd: int, path: str, file_size: int) -> SegmentHeader:
     )
 
 
-class Frame(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Frame:
     """One frame as found on disk (payload still compressed)."""
 
     offset: int
@@ -162,10 +177,18 @@ class Frame(NamedTuple):
 
 
 def pack_frame(
-    kind: int, flags: int, count: int, first_seq: int, raw_len: int, link: bytes, stored: bytes
+    kind: int,
+    flags: int,
+    count: int,
+    first_seq: int,
+    raw_len: int,
+    link: bytes,
+    stored: bytes,
 ) -> bytes:
     """Return header and payload of one frame, ready for a single write."""
-    head = _FRAME.pack(FRAME_MAGIC, kind, flags, count, first_seq, len(stored), raw_len, link)
+    head = _FRAME.pack(
+        FRAME_MAGIC, kind, flags, count, first_seq, len(stored), raw_len, link
+    )
     crc = crc32c.crc32c(stored, crc32c.crc32c(head))
     return head + struct.pack("<I", crc) + stored
 
@@ -189,7 +212,9 @@ def read_frame(fd: int, offset: int, limit: int) -> Frame:
     head = os.pread(fd, FRAME_HEADER, offset)
     if len(head) < FRAME_HEADER:
         raise Incomplete()
-    magic, kind, flags, count, first_seq, stored_len, raw_len, link = _FRAME.unpack_from(head)
+    magic, kind, flags, count, first_seq, stored_len, raw_len, link = (
+        _FRAME.unpack_from(head)
+    )
     (stored_crc,) = struct.unpack_from("<I", head, _FRAME.size)
     if magic != FRAME_MAGIC:
         raise Damaged(f"bad frame magic {magic!r}")
@@ -206,11 +231,15 @@ def read_frame(fd: int, offset: int, limit: int) -> Frame:
         raise Incomplete()
     actual = crc32c.crc32c(stored, crc32c.crc32c(head[: _FRAME.size]))
     if actual != stored_crc:
-        raise Damaged(f"frame CRC 0x{actual:08x} does not match stored 0x{stored_crc:08x}")
+        raise Damaged(
+            f"frame CRC 0x{actual:08x} does not match stored 0x{stored_crc:08x}"
+        )
     return Frame(offset, kind, flags, count, first_seq, raw_len, link, stored)
 
 
-def find_next_frame(fd: int, start: int, limit: int, chunk: int = 1 << 16) -> Frame | None:
+def find_next_frame(
+    fd: int, start: int, limit: int, chunk: int = 1 << 16
+) -> Frame | None:
     """Return the first valid frame that starts after *start*, or ``None``.
 
     Used to step over damage: every later intact frame stays readable, and a
@@ -261,7 +290,9 @@ def scan_frames(
             if following is None:
                 yield DamagedRange(offset, limit, reason, last_seq, None)
                 return
-            yield DamagedRange(offset, following.offset, reason, last_seq, following.first_seq)
+            yield DamagedRange(
+                offset, following.offset, reason, last_seq, following.first_seq
+            )
             offset = following.offset
             continue
         yield frame
@@ -316,13 +347,12 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-
 def frame_from_buffer(buf: bytes | memoryview, pos: int, base: int) -> Frame:
     """Parse the frame at *pos* of *buf* (which starts at file offset *base*)."""
     if len(buf) - pos < FRAME_HEADER:
         raise Incomplete()
-    magic, kind, flags, count, first_seq, stored_len, raw_len, link = _FRAME.unpack_from(
-        buf, pos
+    magic, kind, flags, count, first_seq, stored_len, raw_len, link = (
+        _FRAME.unpack_from(buf, pos)
     )
     (stored_crc,) = struct.unpack_from("<I", buf, pos + _FRAME.size)
     if magic != FRAME_MAGIC:
@@ -338,5 +368,7 @@ def frame_from_buffer(buf: bytes | memoryview, pos: int, base: int) -> Frame:
     head = bytes(buf[pos : pos + _FRAME.size])
     actual = crc32c.crc32c(stored, crc32c.crc32c(head))
     if actual != stored_crc:
-        raise Damaged(f"frame CRC 0x{actual:08x} does not match stored 0x{stored_crc:08x}")
+        raise Damaged(
+            f"frame CRC 0x{actual:08x} does not match stored 0x{stored_crc:08x}"
+        )
     return Frame(base + pos, kind, flags, count, first_seq, raw_len, link, stored)

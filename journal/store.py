@@ -73,10 +73,14 @@ def decode_frame_events(
                 frame.stored, frame.raw_len, bool(frame.flags & FLAG_DICT)
             )
         elif len(raw) != frame.raw_len:
-            raise ValueError(f"payload is {len(raw)} bytes, header says {frame.raw_len}")
+            raise ValueError(
+                f"payload is {len(raw)} bytes, header says {frame.raw_len}"
+            )
         declared = codec.payload_count(raw)
         if declared != frame.count:
-            raise ValueError(f"payload declares {declared} events, header says {frame.count}")
+            raise ValueError(
+                f"payload declares {declared} events, header says {frame.count}"
+            )
         events = codec.decode_payload(raw)
     except (ValueError, zstandard.ZstdError, msgspec.DecodeError) as err:
         raise CorruptSegment(
@@ -134,7 +138,9 @@ class Store:
     def _relist(self, writer: bool) -> None:
         removed = self.removals.removed_names()
         names = sorted(
-            n for n in os.listdir(self.directory) if SEGMENT_NAME_RE.match(n) and n not in removed
+            n
+            for n in os.listdir(self.directory)
+            if SEGMENT_NAME_RE.match(n) and n not in removed
         )
         known = {s.name: s for s in self.segments}
         segments: list[Segment] = []
@@ -207,10 +213,14 @@ class Store:
         fd = self.fd(segment.name)
         header = self.header(segment)
         decompressor = self.decompressor(segment)
-        newest = not self.segments or self.segments[-1] is segment or (
-            segment.first_seq > self.segments[-1].first_seq
+        newest = (
+            not self.segments
+            or self.segments[-1] is segment
+            or (segment.first_seq > self.segments[-1].first_seq)
         )
-        for item in scan_frames(fd, segment.index.covered, limit, segment.index.last_seq):
+        for item in scan_frames(
+            fd, segment.index.covered, limit, segment.index.last_seq
+        ):
             if isinstance(item, DamagedRange):
                 if item.next_seq is None and newest:
                     if writer:
@@ -219,11 +229,16 @@ class Store:
                 log.warning(
                     "segment %s: %d damaged bytes at offset %d (%s); events %d..%s "
                     "cannot be read; run `journal verify` for the full report",
-                    segment.path, item.end - item.offset, item.offset, item.reason,
-                    item.after_seq + 1, "?" if item.next_seq is None else item.next_seq - 1,
+                    segment.path,
+                    item.end - item.offset,
+                    item.offset,
+                    item.reason,
+                    item.after_seq + 1,
+                    "?" if item.next_seq is None else item.next_seq - 1,
                 )
-                builder.add_damage(item.offset, item.end, item.after_seq, item.next_seq,
-                                   item.reason)
+                builder.add_damage(
+                    item.offset, item.end, item.after_seq, item.next_seq, item.reason
+                )
                 continue
             if item.kind == KIND_SEAL:
                 seal = decode_seal(item, segment.path)
@@ -234,16 +249,23 @@ class Store:
                 if item.first_seq != expected:
                     raise CorruptSegment(
                         f"frame starts at seq {item.first_seq}, expected {expected}",
-                        segment.path, item.offset,
+                        segment.path,
+                        item.offset,
                     )
                 events = decode_frame_events(item, decompressor, segment.path)
             except CorruptSegment as err:
                 log.warning("segment %s: %s", segment.path, err)
-                builder.add_damage(item.offset, item.end, segment.index.last_seq,
-                                   max(expected, item.first_seq + item.count), str(err))
+                builder.add_damage(
+                    item.offset,
+                    item.end,
+                    segment.index.last_seq,
+                    max(expected, item.first_seq + item.count),
+                    str(err),
+                )
                 continue
-            builder.add_frame(item.offset, item.end, item.first_seq, item.raw_len, events,
-                              item.link)
+            builder.add_frame(
+                item.offset, item.end, item.first_seq, item.raw_len, events, item.link
+            )
         del header
 
     def _cut_torn_tail(self, segment: Segment, offset: int, limit: int) -> None:
@@ -266,7 +288,10 @@ class Store:
         log.warning(
             "segment %s: cut an incomplete final frame at offset %d (%d bytes), left by "
             "an interrupted write; the bytes were copied to %s",
-            segment.path, offset, limit - offset, side,
+            segment.path,
+            offset,
+            limit - offset,
+            side,
         )
 
     # -- files -------------------------------------------------------------
@@ -307,7 +332,9 @@ class Store:
         """Return the header of *segment*, reading it on first use."""
         if segment.header is None:
             fd = self.fd(segment.name)
-            segment.header = self._header_from_fd(segment.name, fd, os.fstat(fd).st_size)
+            segment.header = self._header_from_fd(
+                segment.name, fd, os.fstat(fd).st_size
+            )
         return segment.header
 
     def decompressor(self, segment: Segment) -> codec.Decompressor:
@@ -390,9 +417,13 @@ class Store:
             )
         return events
 
-    def frames(self, segment: Segment, start: int, limit: int) -> Iterator[Frame | DamagedRange]:
+    def frames(
+        self, segment: Segment, start: int, limit: int
+    ) -> Iterator[Frame | DamagedRange]:
         """Yield the raw frames of *segment* between two offsets."""
-        yield from scan_frames(self.fd(segment.name), start, limit, segment.first_seq - 1)
+        yield from scan_frames(
+            self.fd(segment.name), start, limit, segment.first_seq - 1
+        )
 
 
 def remove_side_files(directory: str, name: str) -> None:

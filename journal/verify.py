@@ -67,27 +67,43 @@ class VerifyReport(msgspec.Struct, kw_only=True):
     problems: list[Problem]
 
 
-def verify_journal(journal: Journal, *, checkpoint: dict[str, Any] | None = None) -> VerifyReport:
+def verify_journal(
+    journal: Journal, *, checkpoint: dict[str, Any] | None = None
+) -> VerifyReport:
     """Verify every segment of *journal*; see the module docstring."""
     store = journal._store
     sizes = _snapshot(journal)
     problems: list[Problem] = []
     key = journal._key
 
-    def report(kind: str, segment: str | None, offset: int | None, seq: int | None,
-               message: str) -> None:
-        problems.append(Problem(kind=kind, segment=segment, offset=offset, seq=seq,
-                                message=message))
+    def report(
+        kind: str,
+        segment: str | None,
+        offset: int | None,
+        seq: int | None,
+        message: str,
+    ) -> None:
+        problems.append(
+            Problem(kind=kind, segment=segment, offset=offset, seq=seq, message=message)
+        )
 
     # The removal record must describe a contiguous run of the oldest segments.
     removed = store.removals.records()
     expected_seq = 1
     expected_link = chain.ZERO_LINK
     for record in removed:
-        if record.first_seq != expected_seq or bytes.fromhex(record.prev_link) != expected_link:
-            report("segment missing", record.name, None, record.first_seq,
-                   f"retention record of {record.name} does not continue the chain at seq "
-                   f"{expected_seq}")
+        if (
+            record.first_seq != expected_seq
+            or bytes.fromhex(record.prev_link) != expected_link
+        ):
+            report(
+                "segment missing",
+                record.name,
+                None,
+                record.first_seq,
+                f"retention record of {record.name} does not continue the chain at seq "
+                f"{expected_seq}",
+            )
         expected_seq = record.last_seq + 1
         expected_link = bytes.fromhex(record.last_link)
 
@@ -104,9 +120,14 @@ def verify_journal(journal: Journal, *, checkpoint: dict[str, Any] | None = None
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             if store.removals.find(name) is None:
-                report("segment missing", name, None, None,
-                       f"segment {name} disappeared during verification and retention did "
-                       "not remove it")
+                report(
+                    "segment missing",
+                    name,
+                    None,
+                    None,
+                    f"segment {name} disappeared during verification and retention did "
+                    "not remove it",
+                )
             continue
         try:
             try:
@@ -121,20 +142,40 @@ def verify_journal(journal: Journal, *, checkpoint: dict[str, Any] | None = None
                     "(--key-file or JOURNAL_KEY_FILE) to verify it"
                 )
             if SEGMENT_NAME_RE.match(name) and int(name[:20]) != header.first_seq:
-                report("modified", name, 0, header.first_seq,
-                       f"segment {name} starts at seq {header.first_seq}; its name says "
-                       f"{int(name[:20])}")
+                report(
+                    "modified",
+                    name,
+                    0,
+                    header.first_seq,
+                    f"segment {name} starts at seq {header.first_seq}; its name says "
+                    f"{int(name[:20])}",
+                )
             if header.first_seq > expected_seq:
-                report("segment missing", name, 0, expected_seq,
-                       f"events {expected_seq}..{header.first_seq - 1} are missing before "
-                       f"segment {name}, and no retention record explains it")
+                report(
+                    "segment missing",
+                    name,
+                    0,
+                    expected_seq,
+                    f"events {expected_seq}..{header.first_seq - 1} are missing before "
+                    f"segment {name}, and no retention record explains it",
+                )
             elif header.first_seq < expected_seq:
-                report("inserted", name, 0, header.first_seq,
-                       f"segment {name} starts at seq {header.first_seq}, but seq "
-                       f"{expected_seq - 1} was already seen")
+                report(
+                    "inserted",
+                    name,
+                    0,
+                    header.first_seq,
+                    f"segment {name} starts at seq {header.first_seq}, but seq "
+                    f"{expected_seq - 1} was already seen",
+                )
             elif header.prev_link != expected_link:
-                report("modified", name, 0, header.first_seq,
-                       f"segment {name} does not continue the chain of the segment before it")
+                report(
+                    "modified",
+                    name,
+                    0,
+                    header.first_seq,
+                    f"segment {name} does not continue the chain of the segment before it",
+                )
             expected_seq = header.first_seq
             prev_link = header.prev_link
             decompressor = codec.Decompressor(header.dictionary)
@@ -142,76 +183,133 @@ def verify_journal(journal: Journal, *, checkpoint: dict[str, Any] | None = None
             for item in scan_frames(fd, header.header_len, size, expected_seq - 1):
                 if isinstance(item, DamagedRange):
                     if item.next_seq is None:
-                        kind = "truncated" if item.reason == "incomplete frame" else \
-                            "checksum failure"
-                        report(kind, name, item.offset, item.after_seq + 1,
-                               f"segment {name}: {item.end - item.offset} bytes at offset "
-                               f"{item.offset} are not a whole valid frame ({item.reason})")
+                        kind = (
+                            "truncated"
+                            if item.reason == "incomplete frame"
+                            else "checksum failure"
+                        )
+                        report(
+                            kind,
+                            name,
+                            item.offset,
+                            item.after_seq + 1,
+                            f"segment {name}: {item.end - item.offset} bytes at offset "
+                            f"{item.offset} are not a whole valid frame ({item.reason})",
+                        )
                     else:
-                        report("checksum failure", name, item.offset, item.after_seq + 1,
-                               f"segment {name}: bytes {item.offset}..{item.end} fail their "
-                               f"checksum ({item.reason}); events {item.after_seq + 1}.."
-                               f"{item.next_seq - 1} cannot be read")
+                        report(
+                            "checksum failure",
+                            name,
+                            item.offset,
+                            item.after_seq + 1,
+                            f"segment {name}: bytes {item.offset}..{item.end} fail their "
+                            f"checksum ({item.reason}); events {item.after_seq + 1}.."
+                            f"{item.next_seq - 1} cannot be read",
+                        )
                         expected_seq = item.next_seq
                     continue
                 frames += 1
                 if sealed:
-                    report("inserted", name, item.offset, item.first_seq,
-                           f"segment {name}: a frame follows the seal frame at offset "
-                           f"{item.offset}")
+                    report(
+                        "inserted",
+                        name,
+                        item.offset,
+                        item.first_seq,
+                        f"segment {name}: a frame follows the seal frame at offset "
+                        f"{item.offset}",
+                    )
                 raw = item.stored
                 try:
                     if item.flags & FLAG_ZSTD:
-                        raw = decompressor.decompress(item.stored, item.raw_len,
-                                                      bool(item.flags & FLAG_DICT))
+                        raw = decompressor.decompress(
+                            item.stored, item.raw_len, bool(item.flags & FLAG_DICT)
+                        )
                     if item.kind == KIND_EVENTS:
                         decoded = codec.decode_payload(raw)
                         if len(decoded) != item.count:
-                            raise ValueError(f"{len(decoded)} events, header says {item.count}")
+                            raise ValueError(
+                                f"{len(decoded)} events, header says {item.count}"
+                            )
                 except Exception as err:  # any decoding failure is a finding
-                    report("modified", name, item.offset, item.first_seq,
-                           f"segment {name}: frame at offset {item.offset} cannot be decoded: "
-                           f"{err}")
+                    report(
+                        "modified",
+                        name,
+                        item.offset,
+                        item.first_seq,
+                        f"segment {name}: frame at offset {item.offset} cannot be decoded: "
+                        f"{err}",
+                    )
                     prev_link = item.link
                     continue
-                link = chain.next_link(key, prev_link, item.kind, item.count, item.first_seq,
-                                       raw)
+                link = chain.next_link(
+                    key, prev_link, item.kind, item.count, item.first_seq, raw
+                )
                 if item.kind == KIND_SEAL:
                     if item.first_seq != expected_seq:
-                        report("modified", name, item.offset, item.first_seq,
-                               f"segment {name}: seal frame names seq {item.first_seq}, "
-                               f"expected {expected_seq}")
+                        report(
+                            "modified",
+                            name,
+                            item.offset,
+                            item.first_seq,
+                            f"segment {name}: seal frame names seq {item.first_seq}, "
+                            f"expected {expected_seq}",
+                        )
                     if link != item.link:
-                        report("modified", name, item.offset, item.first_seq,
-                               f"segment {name}: the seal frame at offset {item.offset} does "
-                               "not match the chain")
+                        report(
+                            "modified",
+                            name,
+                            item.offset,
+                            item.first_seq,
+                            f"segment {name}: the seal frame at offset {item.offset} does "
+                            "not match the chain",
+                        )
                     sealed = True
                     links_by_seq.setdefault(item.first_seq - 1, set()).add(item.link)
                     prev_link = item.link
                     continue
                 if item.first_seq > expected_seq:
-                    report("deleted", name, item.offset, expected_seq,
-                           f"segment {name}: events {expected_seq}..{item.first_seq - 1} are "
-                           f"missing before offset {item.offset}")
+                    report(
+                        "deleted",
+                        name,
+                        item.offset,
+                        expected_seq,
+                        f"segment {name}: events {expected_seq}..{item.first_seq - 1} are "
+                        f"missing before offset {item.offset}",
+                    )
                 elif item.first_seq < expected_seq:
                     seen = any(item.link in links for links in links_by_seq.values())
                     kind = "reordered" if seen else "inserted"
-                    report(kind, name, item.offset, item.first_seq,
-                           f"segment {name}: frame at offset {item.offset} holds seq "
-                           f"{item.first_seq}..{item.last_seq} after seq {expected_seq - 1}")
+                    report(
+                        kind,
+                        name,
+                        item.offset,
+                        item.first_seq,
+                        f"segment {name}: frame at offset {item.offset} holds seq "
+                        f"{item.first_seq}..{item.last_seq} after seq {expected_seq - 1}",
+                    )
                 elif link != item.link:
-                    report("modified", name, item.offset, item.first_seq,
-                           f"segment {name}: events {item.first_seq}..{item.last_seq} at "
-                           f"offset {item.offset} do not match the hash chain (modified, or "
-                           "an earlier frame was removed)")
+                    report(
+                        "modified",
+                        name,
+                        item.offset,
+                        item.first_seq,
+                        f"segment {name}: events {item.first_seq}..{item.last_seq} at "
+                        f"offset {item.offset} do not match the hash chain (modified, or "
+                        "an earlier frame was removed)",
+                    )
                 events += item.count
                 links_by_seq.setdefault(item.last_seq, set()).add(item.link)
                 prev_link = item.link
                 expected_seq = max(expected_seq, item.last_seq + 1)
             if not last and not sealed:
-                report("truncated", name, size, expected_seq,
-                       f"segment {name} is not the newest but has no seal frame: its end "
-                       "was cut off")
+                report(
+                    "truncated",
+                    name,
+                    size,
+                    expected_seq,
+                    f"segment {name} is not the newest but has no seal frame: its end "
+                    "was cut off",
+                )
             expected_link = prev_link
             head_link = prev_link
         finally:
@@ -282,9 +380,14 @@ def _check_checkpoint(
         return result
     if seq > head_seq:
         result["status"] = "truncated"
-        report("truncated", None, None, head_seq + 1,
-               f"the checkpoint records seq {seq}, but the journal ends at seq {head_seq}: "
-               f"events {head_seq + 1}..{seq} were cut off")
+        report(
+            "truncated",
+            None,
+            None,
+            head_seq + 1,
+            f"the checkpoint records seq {seq}, but the journal ends at seq {head_seq}: "
+            f"events {head_seq + 1}..{seq} were cut off",
+        )
         return result
     found = set(links_by_seq.get(seq, set()))
     for record in removed:
@@ -295,12 +398,22 @@ def _check_checkpoint(
             result["status"] = "removed by retention"
             return result
         result["status"] = "no frame ends at this seq"
-        report("modified", None, None, seq,
-               f"no frame ends at the checkpoint's seq {seq}; the frames were rewritten")
+        report(
+            "modified",
+            None,
+            None,
+            seq,
+            f"no frame ends at the checkpoint's seq {seq}; the frames were rewritten",
+        )
         return result
     if link not in found:
         result["status"] = "mismatch"
-        report("modified", None, None, seq,
-               f"the chain link at seq {seq} differs from the checkpoint: events up to seq "
-               f"{seq} were changed")
+        report(
+            "modified",
+            None,
+            None,
+            seq,
+            f"the chain link at seq {seq} differs from the checkpoint: events up to seq "
+            f"{seq} were changed",
+        )
     return result

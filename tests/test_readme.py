@@ -19,7 +19,9 @@ def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
 
 
-def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_python_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocks = _blocks("python")
     assert blocks, "the README has no python example"
     monkeypatch.chdir(tmp_path)
@@ -36,7 +38,10 @@ def test_readme_quickstart_imports_samples(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "journal"]
     audit = tmp_path / "audit"
     imported = subprocess.run(
-        [*cli, "import", str(audit), *samples], capture_output=True, text=True, check=False
+        [*cli, "import", str(audit), *samples],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert imported.returncode == 0, imported.stderr
     assert "imported" in imported.stderr
@@ -55,7 +60,9 @@ def test_readme_command_tour_commands_exist() -> None:
     from journal.cli import main
 
     tour = next(b for b in _blocks("sh") if "journal debug-run" in b)
-    commands = {line.split()[1] for line in tour.splitlines() if line.startswith("journal ")}
+    commands = {
+        line.split()[1] for line in tour.splitlines() if line.startswith("journal ")
+    }
     runner = CliRunner()
     for command in sorted(commands):
         result = runner.invoke(main, [command, "--help"])

@@ -49,7 +49,9 @@ def _human_bytes(n: int) -> str:
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one segment per line.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON Lines, one segment per line."
+)
 def segments(directory: str, as_json: bool) -> None:
     """List segments: seq and time ranges, events, size, compression, state.
 
@@ -76,20 +78,34 @@ def segments(directory: str, as_json: bool) -> None:
             str(info.events),
             _human_bytes(info.bytes),
             f"{info.ratio:.1f}",
-            ("sealed" if info.sealed else "active") + ("!" if info.damaged_blocks else ""),
+            ("sealed" if info.sealed else "active")
+            + ("!" if info.damaged_blocks else ""),
         ]
         for info in infos
     ]
-    headers = ["FILE", "FIRST", "LAST", "MIN TIME", "MAX TIME", "EVENTS", "SIZE", "RATIO",
-               "STATE"]
+    headers = [
+        "FILE",
+        "FIRST",
+        "LAST",
+        "MIN TIME",
+        "MAX TIME",
+        "EVENTS",
+        "SIZE",
+        "RATIO",
+        "STATE",
+    ]
     echo_table(headers, rows, right={1, 2, 5, 6, 7})
 
 
 @cli.command()
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
 @click.option("--frames", "show_frames", is_flag=True, help="List every frame.")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON Lines: the header, then one line per frame with --frames.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON Lines: the header, then one line per frame with --frames.",
+)
 def inspect(path: str, show_frames: bool, as_json: bool) -> None:
     """Show a segment file's header and frames; damaged frames are listed, not hidden.
 
@@ -108,8 +124,14 @@ def inspect(path: str, show_frames: bool, as_json: bool) -> None:
             header = read_header(fd, path, size)
         except CorruptSegment as err:
             if as_json:
-                echo_json({"type": "header", "file": path, "status": "damaged",
-                           "error": str(err)})
+                echo_json(
+                    {
+                        "type": "header",
+                        "file": path,
+                        "status": "damaged",
+                        "error": str(err),
+                    }
+                )
             else:
                 click.echo(f"header: DAMAGED: {err}")
             sys.exit(EXIT_FAILURE)
@@ -131,19 +153,35 @@ def inspect(path: str, show_frames: bool, as_json: bool) -> None:
         for item in scan_frames(fd, header.header_len, size, header.first_seq - 1):
             if isinstance(item, DamagedRange):
                 damaged += 1
-                rows.append({"type": "frame", "offset": item.offset,
-                             "length": item.end - item.offset, "kind": "damaged",
-                             "checksum": "bad", "events": None, "first_seq": None,
-                             "last_seq": None, "note": item.reason})
+                rows.append(
+                    {
+                        "type": "frame",
+                        "offset": item.offset,
+                        "length": item.end - item.offset,
+                        "kind": "damaged",
+                        "checksum": "bad",
+                        "events": None,
+                        "first_seq": None,
+                        "last_seq": None,
+                        "note": item.reason,
+                    }
+                )
                 continue
             frames += 1
             row: dict[str, Any] = {
-                "type": "frame", "offset": item.offset, "length": item.end - item.offset,
-                "kind": "events" if item.kind == KIND_EVENTS else "seal", "checksum": "ok",
-                "events": item.count, "first_seq": item.first_seq, "last_seq": item.last_seq,
+                "type": "frame",
+                "offset": item.offset,
+                "length": item.end - item.offset,
+                "kind": "events" if item.kind == KIND_EVENTS else "seal",
+                "checksum": "ok",
+                "events": item.count,
+                "first_seq": item.first_seq,
+                "last_seq": item.last_seq,
                 "compression": ("zstd+dict" if item.flags & FLAG_DICT else "zstd")
-                if item.flags & FLAG_ZSTD else "none",
-                "raw_bytes": item.raw_len, "note": "",
+                if item.flags & FLAG_ZSTD
+                else "none",
+                "raw_bytes": item.raw_len,
+                "note": "",
             }
             try:
                 if item.kind == KIND_SEAL:
@@ -176,14 +214,32 @@ def inspect(path: str, show_frames: bool, as_json: bool) -> None:
         if show_frames:
             click.echo()
             table = [
-                [str(r["offset"]), str(r["length"]), r["kind"], r["checksum"],
-                 "-" if r["events"] is None else str(r["events"]),
-                 "-" if r["first_seq"] is None else str(r["first_seq"]),
-                 "-" if r["last_seq"] is None else str(r["last_seq"]), r["note"][:40]]
+                [
+                    str(r["offset"]),
+                    str(r["length"]),
+                    r["kind"],
+                    r["checksum"],
+                    "-" if r["events"] is None else str(r["events"]),
+                    "-" if r["first_seq"] is None else str(r["first_seq"]),
+                    "-" if r["last_seq"] is None else str(r["last_seq"]),
+                    r["note"][:40],
+                ]
                 for r in rows
             ]
-            echo_table(["OFFSET", "LENGTH", "KIND", "CHECKSUM", "EVENTS", "FIRST", "LAST",
-                        "NOTE"], table, right={0, 1, 4, 5, 6})
+            echo_table(
+                [
+                    "OFFSET",
+                    "LENGTH",
+                    "KIND",
+                    "CHECKSUM",
+                    "EVENTS",
+                    "FIRST",
+                    "LAST",
+                    "NOTE",
+                ],
+                table,
+                right={0, 1, 4, 5, 6},
+            )
         elif damaged:
             click.echo("damaged frames found; run with --frames to list them")
     if damaged:
@@ -213,7 +269,11 @@ def stats(directory: str, as_json: bool) -> None:
         if key in ("bytes", "raw_bytes"):
             value = f"{value} ({_human_bytes(value)})"
         click.echo(f"{key + ':':<22}{value}")
-    health = "ok" if not data["damaged_blocks"] else f"{data['damaged_blocks']} damaged blocks"
+    health = (
+        "ok"
+        if not data["damaged_blocks"]
+        else f"{data['damaged_blocks']} damaged blocks"
+    )
     click.echo(f"{'index health:':<22}{health}")
     holder = lock.get("holder") if lock else None
     click.echo(f"{'lock holder:':<22}{holder['pid'] if holder else 'none recorded'}")
@@ -222,12 +282,22 @@ def stats(directory: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @key_option
-@click.option("--checkpoint", "checkpoint_file", type=click.Path(dir_okay=False, exists=True),
-              default=None, help="A chain head saved by `journal checkpoint`.")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON Lines: one line per problem, then a summary line.")
-def verify(directory: str, key_file: str | None, checkpoint_file: str | None,
-           as_json: bool) -> None:
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="A chain head saved by `journal checkpoint`.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON Lines: one line per problem, then a summary line.",
+)
+def verify(
+    directory: str, key_file: str | None, checkpoint_file: str | None, as_json: bool
+) -> None:
     """Read every segment and check checksums, seqs and the hash chain.
 
     Reports each problem with its kind (modified, inserted, deleted, reordered,
@@ -248,10 +318,16 @@ def verify(directory: str, key_file: str | None, checkpoint_file: str | None,
             with open(checkpoint_file, "rb") as fh:
                 checkpoint = msgspec.json.decode(fh.read())
         except msgspec.DecodeError as err:
-            fail(f"checkpoint file {checkpoint_file} is not JSON ({err}); use the output of "
-                 "`journal checkpoint`", EXIT_USAGE)
+            fail(
+                f"checkpoint file {checkpoint_file} is not JSON ({err}); use the output of "
+                "`journal checkpoint`",
+                EXIT_USAGE,
+            )
         if not isinstance(checkpoint, dict):
-            fail(f"checkpoint file {checkpoint_file} must hold one JSON object", EXIT_USAGE)
+            fail(
+                f"checkpoint file {checkpoint_file} must hold one JSON object",
+                EXIT_USAGE,
+            )
     with handle_errors(), open_existing(directory, key=load_key(key_file)) as journal:
         report = journal.verify(checkpoint=checkpoint)
     if as_json:
@@ -265,15 +341,24 @@ def verify(directory: str, key_file: str | None, checkpoint_file: str | None,
             where = problem.segment or "-"
             offset = "-" if problem.offset is None else str(problem.offset)
             seq = "-" if problem.seq is None else str(problem.seq)
-            click.echo(f"{problem.kind.upper()}: segment {where} offset {offset} seq {seq}: "
-                       f"{problem.message}")
+            click.echo(
+                f"{problem.kind.upper()}: segment {where} offset {offset} seq {seq}: "
+                f"{problem.message}"
+            )
         state = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
         click.echo(
             f"{state}: {report.segments} segments, {report.frames} frames, {report.events} "
             f"events, head seq {report.head_seq}"
-            + (f", {report.removed_segments} removed by retention" if report.removed_segments
-               else "")
-            + (f", checkpoint {report.checkpoint['status']}" if report.checkpoint else "")
+            + (
+                f", {report.removed_segments} removed by retention"
+                if report.removed_segments
+                else ""
+            )
+            + (
+                f", checkpoint {report.checkpoint['status']}"
+                if report.checkpoint
+                else ""
+            )
         )
     if not report.ok:
         sys.exit(EXIT_FAILURE)
@@ -299,24 +384,58 @@ def checkpoint(directory: str) -> None:
 
 
 @cli.command()
-@click.argument("directory", metavar="DIR", required=False,
-                type=click.Path(file_okay=False))
-@click.option("--db-path", "db_path", default=None, type=click.Path(file_okay=False),
-              help="The journal directory (the same as DIR).")
-@click.option("--days", type=click.FloatRange(min=0), default=None,
-              help="Delete segments whose events are all older than this many days.")
-@click.option("--max-bytes", default=None, metavar="SIZE",
-              help="Keep the journal under SIZE (500M, 2G), dropping oldest segments.")
-@click.option("--max-segments", default=None, type=click.IntRange(min=1),
-              help="Keep at most N segments, dropping the oldest.")
-@click.option("--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
-@click.option("--lock-timeout", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Give up (exit 75) if the write lock is not free within SECONDS "
-                   "(default: wait as long as it takes).")
-@click.option("--json", "as_json", is_flag=True, help="Print one summary object on stdout.")
-def retention(directory: str | None, db_path: str | None, days: float | None,
-              max_bytes: str | None, max_segments: int | None, dry_run: bool,
-              lock_timeout: float | None, as_json: bool) -> None:
+@click.argument(
+    "directory", metavar="DIR", required=False, type=click.Path(file_okay=False)
+)
+@click.option(
+    "--db-path",
+    "db_path",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="The journal directory (the same as DIR).",
+)
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Delete segments whose events are all older than this many days.",
+)
+@click.option(
+    "--max-bytes",
+    default=None,
+    metavar="SIZE",
+    help="Keep the journal under SIZE (500M, 2G), dropping oldest segments.",
+)
+@click.option(
+    "--max-segments",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Keep at most N segments, dropping the oldest.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Report what would be deleted; delete nothing."
+)
+@click.option(
+    "--lock-timeout",
+    default=None,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Give up (exit 75) if the write lock is not free within SECONDS "
+    "(default: wait as long as it takes).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one summary object on stdout."
+)
+def retention(
+    directory: str | None,
+    db_path: str | None,
+    days: float | None,
+    max_bytes: str | None,
+    max_segments: int | None,
+    dry_run: bool,
+    lock_timeout: float | None,
+    as_json: bool,
+) -> None:
     """Delete whole expired segments, oldest first; safe to run from cron.
 
     Never prompts and needs no terminal. Log lines go to stderr.
@@ -332,12 +451,17 @@ def retention(directory: str | None, db_path: str | None, days: float | None,
     named on stderr).
     """
     if directory and db_path and os.path.abspath(directory) != os.path.abspath(db_path):
-        fail(f"DIR {directory} and --db-path {db_path} differ; give one of them", EXIT_USAGE)
+        fail(
+            f"DIR {directory} and --db-path {db_path} differ; give one of them",
+            EXIT_USAGE,
+        )
     target = directory or db_path
     if not target:
         fail("missing the journal directory: give DIR or --db-path DIR", EXIT_USAGE)
     if days is None and max_bytes is None and max_segments is None:
-        fail("nothing to enforce: give --days, --max-bytes or --max-segments", EXIT_USAGE)
+        fail(
+            "nothing to enforce: give --days, --max-bytes or --max-segments", EXIT_USAGE
+        )
     size_limit = parse_size(max_bytes, "--max-bytes") if max_bytes is not None else None
     logger = logging.getLogger("journal")
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
@@ -345,7 +469,9 @@ def retention(directory: str | None, db_path: str | None, days: float | None,
     with handle_errors():
         if not os.path.isdir(target):
             fail(f"{target} is not a journal directory (it does not exist)")
-        with Journal.open(target, lock_timeout=lock_timeout, readonly=dry_run) as journal:
+        with Journal.open(
+            target, lock_timeout=lock_timeout, readonly=dry_run
+        ) as journal:
             report = journal.enforce_retention(
                 max_age=timedelta(days=days) if days is not None else None,
                 max_bytes=size_limit,
@@ -354,9 +480,16 @@ def retention(directory: str | None, db_path: str | None, days: float | None,
             )
     verb = "would delete" if dry_run else "deleted"
     for decision in report.deleted:
-        log.info("%s %s (seq %d..%d, %d events, %d bytes): %s", verb, decision.name,
-                 decision.first_seq, decision.last_seq, decision.events, decision.bytes,
-                 decision.reason)
+        log.info(
+            "%s %s (seq %d..%d, %d events, %d bytes): %s",
+            verb,
+            decision.name,
+            decision.first_seq,
+            decision.last_seq,
+            decision.events,
+            decision.bytes,
+            decision.reason,
+        )
     if as_json:
         data = msgspec.to_builtins(report)
         data["segments_deleted"] = len(report.deleted)

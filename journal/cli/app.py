@@ -40,7 +40,9 @@ def _configure_logging(verbose: int, log_level: str | None) -> None:
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="journal")
-@click.option("-v", "--verbose", count=True, help="Log more to stderr (-v info, -vv debug).")
+@click.option(
+    "-v", "--verbose", count=True, help="Log more to stderr (-v info, -vv debug)."
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -77,7 +79,9 @@ def echo_json(obj: Any) -> None:
     click.echo(_json_encoder.encode(obj).decode())
 
 
-def echo_table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> None:
+def echo_table(
+    headers: list[str], rows: list[list[str]], right: set[int] | None = None
+) -> None:
     """Print *rows* as an aligned table with a header row."""
     right = right or set()
     widths = [len(h) for h in headers]

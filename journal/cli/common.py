@@ -59,10 +59,12 @@ def parse_size(value: str, option: str) -> int:
     match = re.match(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", value, re.IGNORECASE)
     if not match:
         raise click.BadParameter(
-            f"{value!r} is not a size; use bytes or a suffix: 500K, 200M, 2G", param_hint=option
+            f"{value!r} is not a size; use bytes or a suffix: 500K, 200M, 2G",
+            param_hint=option,
         )
-    power = " kmgt".index(match.group(2).lower() or " ")
-    return int(match.group(1)) * (1024**power)
+    power: int = " kmgt".index(match.group(2).lower() or " ")
+    multiplier: int = 1 << (10 * power)
+    return int(match.group(1)) * multiplier
 
 
 def key_option(func: F) -> F:
@@ -102,13 +104,22 @@ def filters_from(**values: tuple[str, ...]) -> dict[str, list[str]]:
     return {k: list(v) for k, v in values.items() if v}
 
 
-def open_existing(directory: str, *, key: bytes | None = None, readonly: bool = True,
-                  lock_timeout: float | None = None) -> Journal:
+def open_existing(
+    directory: str,
+    *,
+    key: bytes | None = None,
+    readonly: bool = True,
+    lock_timeout: float | None = None,
+) -> Journal:
     """Open a journal that must already exist; exit with a clear error otherwise."""
     if not os.path.isdir(directory):
-        fail(f"{directory} is not a journal directory (it does not exist); create one "
-             "with `journal append` or `journal import`")
-    return Journal.open(directory, readonly=readonly, key=key, lock_timeout=lock_timeout)
+        fail(
+            f"{directory} is not a journal directory (it does not exist); create one "
+            "with `journal append` or `journal import`"
+        )
+    return Journal.open(
+        directory, readonly=readonly, key=key, lock_timeout=lock_timeout
+    )
 
 
 @contextmanager

@@ -39,25 +39,55 @@ def _print_events(events: list[AuditEvent], as_json: bool) -> None:
 
 @cli.command("import")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.argument("files", metavar="FILE...", nargs=-1, required=True,
-                type=click.Path(dir_okay=False))
+@click.argument(
+    "files", metavar="FILE...", nargs=-1, required=True, type=click.Path(dir_okay=False)
+)
 @click.option(
-    "--format", "fmt", default="auto", show_default=True,
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
     type=click.Choice(["auto", "k8s", "cloudtrail", "auditd", "syslog", "jsonl"]),
     help="Input format; auto detects it per file.",
 )
-@click.option("--year", type=int, default=None,
-              help="Year for syslog lines that carry none (default: the current year).")
-@click.option("--map", "mappings", multiple=True, metavar="FIELD=PATH",
-              help="For jsonl: take FIELD from the dotted PATH, e.g. --map actor=user.name.")
-@click.option("--strict", is_flag=True, help="Stop with exit 1 at the first malformed record.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
-@click.option("--lock-timeout", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Give up (exit 75) if the write lock is not free within SECONDS.")
+@click.option(
+    "--year",
+    type=int,
+    default=None,
+    help="Year for syslog lines that carry none (default: the current year).",
+)
+@click.option(
+    "--map",
+    "mappings",
+    multiple=True,
+    metavar="FIELD=PATH",
+    help="For jsonl: take FIELD from the dotted PATH, e.g. --map actor=user.name.",
+)
+@click.option(
+    "--strict", is_flag=True, help="Stop with exit 1 at the first malformed record."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as one JSON line."
+)
+@click.option(
+    "--lock-timeout",
+    default=None,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Give up (exit 75) if the write lock is not free within SECONDS.",
+)
 @key_option
-def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int | None,
-                   mappings: tuple[str, ...], strict: bool, as_json: bool,
-                   lock_timeout: float | None, key_file: str | None) -> None:
+def import_command(
+    directory: str,
+    files: tuple[str, ...],
+    fmt: str,
+    year: int | None,
+    mappings: tuple[str, ...],
+    strict: bool,
+    as_json: bool,
+    lock_timeout: float | None,
+    key_file: str | None,
+) -> None:
     """Import audit logs (Kubernetes, CloudTrail, auditd, syslog, JSON lines).
 
     Each malformed record is reported on stderr with its file and line, counted and
@@ -78,14 +108,21 @@ def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int |
     for item in mappings:
         field, sep, path = item.partition("=")
         if not sep or not field or not path:
-            fail(f"--map {item!r} must look like FIELD=PATH, e.g. actor=user.name", EXIT_USAGE)
+            fail(
+                f"--map {item!r} must look like FIELD=PATH, e.g. actor=user.name",
+                EXIT_USAGE,
+            )
         mapping[field.strip()] = path.strip()
     counts: Counter[str] = Counter()
     problems: Counter[str] = Counter()
     warnings: Counter[str] = Counter()
     started = time.monotonic()
-    with handle_errors(), Journal.open(directory, key=load_key(key_file),
-                                      lock_timeout=lock_timeout) as journal:
+    with (
+        handle_errors(),
+        Journal.open(
+            directory, key=load_key(key_file), lock_timeout=lock_timeout
+        ) as journal,
+    ):
         batch: list[AuditEvent] = []
         show_progress = sys.stderr.isatty()
         for path in files:
@@ -94,17 +131,26 @@ def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int |
                 for record in records:
                     counts["read"] += 1
                     if show_progress and counts["read"] % 1000 == 0:
-                        click.echo(f"\rimporting {path}: {counts['read']} records",
-                                   err=True, nl=False)
+                        click.echo(
+                            f"\rimporting {path}: {counts['read']} records",
+                            err=True,
+                            nl=False,
+                        )
                     if not isinstance(record, ImportedRecord):
                         problems[record.reason] += 1
-                        click.echo(f"journal: {record.path}:{record.line}: skipped "
-                                   f"({record.reason}): {record.message}", err=True)
+                        click.echo(
+                            f"journal: {record.path}:{record.line}: skipped "
+                            f"({record.reason}): {record.message}",
+                            err=True,
+                        )
                         if strict:
                             journal.append_many(batch)
                             counts["imported"] += len(batch)
-                            fail(f"{record.path}:{record.line}: {record.message}; stopped "
-                                 "because of --strict", EXIT_FAILURE)
+                            fail(
+                                f"{record.path}:{record.line}: {record.message}; stopped "
+                                "because of --strict",
+                                EXIT_FAILURE,
+                            )
                         continue
                     warning = getattr(record, "warning", None)
                     if warning:
@@ -159,18 +205,40 @@ def import_command(directory: str, files: tuple[str, ...], fmt: str, year: int |
 @click.option("--actor", required=True, help="Who did it.")
 @click.option("--action", required=True, help="What was done, e.g. user.create.")
 @click.option("--target", default=None, help="What it was done to.")
-@click.option("--outcome", default="success", show_default=True,
-              help="success, failure, denied or another short word.")
+@click.option(
+    "--outcome",
+    default="success",
+    show_default=True,
+    help="success, failure, denied or another short word.",
+)
 @click.option("--source", default=None, help="Client address or host.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE",
-              help="Metadata entry; VALUE is parsed as JSON when it is valid JSON.")
+@click.option(
+    "--meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Metadata entry; VALUE is parsed as JSON when it is valid JSON.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the stored event as JSON.")
-@click.option("--lock-timeout", default=None, type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Give up (exit 75) if the write lock is not free within SECONDS.")
+@click.option(
+    "--lock-timeout",
+    default=None,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Give up (exit 75) if the write lock is not free within SECONDS.",
+)
 @key_option
-def append(directory: str, actor: str, action: str, target: str | None, outcome: str,
-           source: str | None, meta: tuple[str, ...], as_json: bool,
-           lock_timeout: float | None, key_file: str | None) -> None:
+def append(
+    directory: str,
+    actor: str,
+    action: str,
+    target: str | None,
+    outcome: str,
+    source: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
+    lock_timeout: float | None,
+    key_file: str | None,
+) -> None:
     """Append one event (durably) and print its seq.
 
     \b
@@ -191,11 +259,21 @@ def append(directory: str, actor: str, action: str, target: str | None, outcome:
             metadata[key] = msgspec.json.decode(value)
         except msgspec.DecodeError:
             metadata[key] = value
-    with handle_errors(), Journal.open(directory, key=load_key(key_file),
-                                      lock_timeout=lock_timeout) as journal:
+    with (
+        handle_errors(),
+        Journal.open(
+            directory, key=load_key(key_file), lock_timeout=lock_timeout
+        ) as journal,
+    ):
         event = journal.append(
-            AuditEvent(actor=actor, action=action, target=target, outcome=outcome,
-                       source=source, metadata=metadata)
+            AuditEvent(
+                actor=actor,
+                action=action,
+                target=target,
+                outcome=outcome,
+                source=source,
+                metadata=metadata,
+            )
         )
     if as_json:
         echo_json(event.to_json_dict())
@@ -205,12 +283,25 @@ def append(directory: str, actor: str, action: str, target: str | None, outcome:
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(min=0),
-              help="Number of events.")
+@click.option(
+    "-n",
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Number of events.",
+)
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one event per line.")
-def recent(directory: str, limit: int, actor: tuple[str, ...], action: tuple[str, ...],
-           target: tuple[str, ...], outcome: tuple[str, ...], as_json: bool) -> None:
+def recent(
+    directory: str,
+    limit: int,
+    actor: tuple[str, ...],
+    action: tuple[str, ...],
+    target: tuple[str, ...],
+    outcome: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Show the newest events, newest first.
 
     \b
@@ -222,23 +313,42 @@ def recent(directory: str, limit: int, actor: tuple[str, ...], action: tuple[str
     """
     filters = filters_from(actor=actor, action=action, target=target, outcome=outcome)
     with handle_errors(), open_existing(directory) as journal:
-        events = journal.recent(limit, **filters)  # type: ignore[arg-type]
+        events = journal.recent(limit, **filters)
         _print_events(events, as_json)
 
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("--since", default=None, metavar="T",
-              help="Events at or after T (RFC 3339, or relative: 30m, 2h, 7d).")
+@click.option(
+    "--since",
+    default=None,
+    metavar="T",
+    help="Events at or after T (RFC 3339, or relative: 30m, 2h, 7d).",
+)
 @click.option("--until", default=None, metavar="T", help="Events before T.")
 @filter_options
-@click.option("--after-seq", default=None, type=click.IntRange(min=0),
-              help="Only events with a seq above N (a cursor).")
-@click.option("--limit", default=None, type=click.IntRange(min=0), help="At most N events.")
+@click.option(
+    "--after-seq",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Only events with a seq above N (a cursor).",
+)
+@click.option(
+    "--limit", default=None, type=click.IntRange(min=0), help="At most N events."
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one event per line.")
-def query(directory: str, since: str | None, until: str | None, actor: tuple[str, ...],
-          action: tuple[str, ...], target: tuple[str, ...], outcome: tuple[str, ...],
-          after_seq: int | None, limit: int | None, as_json: bool) -> None:
+def query(
+    directory: str,
+    since: str | None,
+    until: str | None,
+    actor: tuple[str, ...],
+    action: tuple[str, ...],
+    target: tuple[str, ...],
+    outcome: tuple[str, ...],
+    after_seq: int | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """Find events by time range and fields, oldest first.
 
     \b
@@ -252,8 +362,9 @@ def query(directory: str, since: str | None, until: str | None, actor: tuple[str
     since_t = parse_time(since, "--since") if since else None
     until_t = parse_time(until, "--until") if until else None
     with handle_errors(), open_existing(directory) as journal:
-        events = journal.query(since=since_t, until=until_t, after_seq=after_seq,
-                               limit=limit, **filters)  # type: ignore[arg-type]
+        events = journal.query(
+            since=since_t, until=until_t, after_seq=after_seq, limit=limit, **filters
+        )
         if as_json:
             for event in events:
                 echo_json(event.to_json_dict())
@@ -263,13 +374,29 @@ def query(directory: str, since: str | None, until: str | None, actor: tuple[str
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("-n", "--lines", "count", default=10, show_default=True,
-              type=click.IntRange(min=0), help="Number of recent events shown first.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they arrive.")
-@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
-              help="Seconds between checks for new events with --follow.")
+@click.option(
+    "-n",
+    "--lines",
+    "count",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Number of recent events shown first.",
+)
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new events as they arrive."
+)
+@click.option(
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between checks for new events with --follow.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one event per line.")
-def tail(directory: str, count: int, follow: bool, interval: float, as_json: bool) -> None:
+def tail(
+    directory: str, count: int, follow: bool, interval: float, as_json: bool
+) -> None:
     """Show the last events oldest first; with -f, follow new ones like tail -f.
 
     \b
@@ -303,10 +430,17 @@ def _emit(event: AuditEvent, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("--original", is_flag=True,
-              help="Print each imported source record instead of the event.")
-@click.option("--after-seq", default=0, type=click.IntRange(min=0),
-              help="Only events with a seq above N.")
+@click.option(
+    "--original",
+    is_flag=True,
+    help="Print each imported source record instead of the event.",
+)
+@click.option(
+    "--after-seq",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Only events with a seq above N.",
+)
 def export(directory: str, original: bool, after_seq: int) -> None:
     """Write every event as JSON Lines on stdout, oldest first.
 
@@ -334,5 +468,8 @@ def export(directory: str, original: bool, after_seq: int) -> None:
                 out.write(encoder.encode(event.to_json_dict()).decode() + "\n")
         out.flush()
     if missing:
-        click.echo(f"journal: {missing} events were not imported and have no original "
-                   "record; they were left out", err=True)
+        click.echo(
+            f"journal: {missing} events were not imported and have no original "
+            "record; they were left out",
+            err=True,
+        )
