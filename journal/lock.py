@@ -500,7 +500,7 @@ class _SharedLock:
         try:
             # os.stat, not Path.stat: this runs on every acquisition and
             # building a Path costs more than the system call.
-            info = os.stat(self.lock_path)  # noqa: PTH116
+            info = os.stat(self.lock_path)
         except FileNotFoundError:
             return False
         return (info.st_dev, info.st_ino) == self.lock_identity
