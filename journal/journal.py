@@ -377,6 +377,8 @@ class Journal:
             os.close(self._write_fd)
             self._write_fd = None
         self._store.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def __enter__(self) -> Journal:
         return self

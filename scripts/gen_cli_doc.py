@@ -35,7 +35,7 @@ def main_doc() -> str:
     for name in main.list_commands(ctx):
         command = main.get_command(ctx, name)
         assert command is not None
-        sub = click.Context(command, info_name=f"journal {name}", parent=ctx)
+        sub = click.Context(command, info_name=name, parent=ctx)
         parts.append(f"## journal {name}\n\n```text\n{command.get_help(sub)}\n```\n")
     return "\n".join(parts)
 
