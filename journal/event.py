@@ -148,9 +148,9 @@ def _check_metadata(value: object) -> None:
         )
     if not value:
         return
-    # A JSON round trip in C is the fast path; it changes any value that JSON
-    # cannot hold (bytes, tuples, datetimes, NaN, non-str keys), so a mismatch
-    # sends us to the slow walk that names the offending path.
+    # A JSON round trip in C is the fast path. It changes any value that JSON
+    # cannot represent (bytes, tuples, datetimes, NaN, non-str keys), so a
+    # mismatch sends us to the slow walk that names the offending path.
     try:
         same = msgspec.json.decode(msgspec.json.encode(value)) == value
     except (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError):

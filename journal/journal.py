@@ -61,13 +61,13 @@ DURABILITY_MODES: tuple[str, ...] = ("fsync", "flush", "batch")
 DEFAULT_SEGMENT_MAX_BYTES = 16 << 20
 #: Default segment age that triggers a roll.
 DEFAULT_SEGMENT_MAX_AGE = timedelta(days=1)
-#: A frame holds events until its uncompressed payload reaches this size.
+#: A frame takes events until its uncompressed payload reaches this size.
 FRAME_TARGET_RAW = 1 << 20
-#: In ``batch`` mode the buffer is written once it holds this many bytes.
+#: In ``batch`` mode the buffer is written once it contains this many bytes.
 BATCH_MAX_BYTES = 1 << 20
 #: The active index is stored again after the segment grew by this much.
 INDEX_SAVE_EVERY = 1 << 20
-#: A segment without a dictionary rolls early once it holds this many events in
+#: A segment without a dictionary rolls early once it contains this many events in
 #: small frames, so that the next segment compresses single events well.
 DICT_BOOTSTRAP_EVENTS = 1024
 #: Encoded events kept in memory as dictionary training samples.
@@ -77,7 +77,7 @@ Filter = str | Sequence[str] | None
 
 
 class SegmentInfo(msgspec.Struct, kw_only=True):
-    """What ``journal segments`` shows for one segment."""
+    """Summary of one segment, as ``journal segments`` prints it."""
 
     name: str
     path: str

@@ -41,7 +41,7 @@ log = logging.getLogger("journal")
 
 
 class SegmentDecision(msgspec.Struct, kw_only=True):
-    """What retention decided for one segment, and why."""
+    """Retention decision for one segment, with its reason."""
 
     name: str
     first_seq: int
@@ -272,7 +272,7 @@ def _run(
         oldest_seq_left=oldest_seq,
     )
     for name in future:
-        log.warning("segment %s holds an event dated after now (%s)", name, report.now)
+        log.warning("segment %s contains an event dated after now (%s)", name, report.now)
     return report
 
 

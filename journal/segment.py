@@ -1,7 +1,7 @@
 """The segment file: header, frames, checksums, scanning and creation.
 
 Byte layouts are described in docs/FORMAT.md; this module is their only
-implementation. Nothing here knows about queries, locks or the CLI.
+implementation. Nothing here depends on queries, locks or the CLI.
 """
 
 from __future__ import annotations

@@ -74,12 +74,12 @@ def decode_frame_events(
             )
         elif len(raw) != frame.raw_len:
             raise ValueError(
-                f"payload is {len(raw)} bytes, header says {frame.raw_len}"
+                f"payload is {len(raw)} bytes, header records {frame.raw_len}"
             )
         declared = codec.payload_count(raw)
         if declared != frame.count:
             raise ValueError(
-                f"payload declares {declared} events, header says {frame.count}"
+                f"payload declares {declared} events, header records {frame.count}"
             )
         events = codec.decode_payload(raw)
     except (ValueError, zstandard.ZstdError, msgspec.DecodeError) as err:
@@ -408,7 +408,7 @@ class Store:
             pos = frame.end - block.offset
         if len(events) != block.count:
             raise CorruptSegment(
-                f"segment {segment.path}: block at offset {block.offset} holds "
+                f"segment {segment.path}: block at offset {block.offset} contains "
                 f"{len(events)} events, the index says {block.count}",
                 segment.path,
                 block.offset,

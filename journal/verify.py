@@ -228,7 +228,7 @@ def verify_journal(
                         decoded = codec.decode_payload(raw)
                         if len(decoded) != item.count:
                             raise ValueError(
-                                f"{len(decoded)} events, header says {item.count}"
+                                f"{len(decoded)} events, header records {item.count}"
                             )
                 except Exception as err:  # any decoding failure is a finding
                     report(
