@@ -108,17 +108,17 @@ def check_time(name: str, value: object) -> None:
         )
 
 
-def _find_non_json(value: object, path: str) -> str | None:
-    """Return a description of the first value under *path* that JSON cannot hold."""
+def _find_non_json(value: object, path: str) -> tuple[str, str] | None:
+    """Return the path and a description of the first value JSON cannot represent."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return None
     if isinstance(value, int):
         if -(1 << 63) <= value < (1 << 64):
             return None
-        return f"{path} is an integer outside the 64-bit range"
+        return path, f"{path} is an integer outside the 64-bit range"
     if isinstance(value, float):
         if not math.isfinite(value):
-            return f"{path} is {value!r}, which JSON cannot represent"
+            return path, f"{path} is {value!r}, which JSON cannot represent"
         return None
     if isinstance(value, list):
         for i, item in enumerate(value):
@@ -129,12 +129,14 @@ def _find_non_json(value: object, path: str) -> str | None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{path} has a {type(key).__name__} key {key!r:.40}; keys must be str"
+                return path, (
+                    f"{path} has a {type(key).__name__} key {key!r:.40}; keys must be str"
+                )
             found = _find_non_json(item, f"{path}.{key}")
             if found:
                 return found
         return None
-    return (
+    return path, (
         f"{path} is a {type(value).__name__} ({value!r:.40}); only str, int, float, "
         "bool, None, list and dict are allowed"
     )
@@ -153,14 +155,17 @@ def _check_metadata(value: object) -> None:
     # mismatch sends us to the slow walk that names the offending path.
     try:
         same = msgspec.json.decode(msgspec.json.encode(value)) == value
+        if same:
+            # JSON keeps integers of any size, MessagePack only 64-bit ones.
+            msgspec.msgpack.encode(value)
     except (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError):
         same = False
     if same:
         return
-    problem = _find_non_json(value, "metadata")
-    if problem is None:
-        problem = "metadata does not survive a JSON round trip unchanged"
-    raise InvalidEvent(f"invalid event: {problem}", problem.split(" ", 1)[0])
+    found = _find_non_json(value, "metadata")
+    if found is None:
+        found = ("metadata", "metadata does not survive a JSON round trip unchanged")
+    raise InvalidEvent(f"invalid event: {found[1]}", found[0])
 
 
 def validate_event(event: object) -> AuditEvent:

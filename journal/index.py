@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import struct
 from array import array
+from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -160,8 +161,13 @@ def load_index(directory: str, name: str) -> SegmentIndex | None:
     return index
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+
+
 def _time_us(event: AuditEvent) -> int:
-    return int(event.time.timestamp() * 1_000_000)
+    # Exact integer arithmetic: a float timestamp loses microseconds far from 1970.
+    return (event.time - _EPOCH) // _ONE_US
 
 
 class IndexBuilder:

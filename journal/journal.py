@@ -74,6 +74,8 @@ DICT_BOOTSTRAP_EVENTS = 1024
 DICT_SAMPLES = 4096
 
 Filter = str | Sequence[str] | None
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 
 
 class SegmentInfo(msgspec.Struct, kw_only=True):
@@ -106,11 +108,11 @@ class _Group:
 
 
 def _us(value: datetime) -> int:
-    return int(value.timestamp() * 1_000_000)
+    return (value - _EPOCH) // _ONE_US
 
 
 def _from_us(value: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=value)
+    return _EPOCH + timedelta(microseconds=value)
 
 
 def _seconds(value: float | timedelta | None, name: str) -> float | None:
@@ -130,7 +132,15 @@ def _normalize_filters(**filters: Filter) -> dict[str, list[str | None]]:
     for field, value in filters.items():
         if value is None:
             continue
-        options: list[str | None] = [value] if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            options: list[str | None] = [value]
+        elif isinstance(value, list | tuple | set | frozenset):
+            options = list(value)
+        else:
+            raise InvalidArgument(
+                f"{field} filter must be a str or a list of str, got "
+                f"{type(value).__name__} {value!r:.40}"
+            )
         for option in options:
             if not isinstance(option, str):
                 raise InvalidArgument(
@@ -192,7 +202,7 @@ class Journal:
         self._pid = os.getpid()
         self._closed = False
         self._mutex = threading.RLock()
-        self._store = Store(directory, file_mode)
+        self._store = Store(directory, file_mode, readonly=readonly)
         self._lock = (
             WriteLock(
                 directory,
@@ -1009,7 +1019,9 @@ class Journal:
         events = sum(i.events for i in infos)
         size = sum(i.bytes for i in infos)
         raw = sum(i.raw_bytes for i in infos)
-        times = [t for i in infos for t in (i.min_time, i.max_time) if t]
+        indexes = [s.index for s in self._refresh() if s.index.count]
+        oldest = min((i.min_us for i in indexes), default=None)
+        newest = max((i.max_us for i in indexes), default=None)
         lock: dict[str, Any] = {}
         if self._lock is not None:
             lock = msgspec.to_builtins(self._lock.stats)
@@ -1026,8 +1038,8 @@ class Journal:
             "bytes": size,
             "raw_bytes": raw,
             "ratio": round(raw / size, 2) if size else 0.0,
-            "oldest_event": min(times) if times else None,
-            "newest_event": max(times) if times else None,
+            "oldest_event": format_time(_from_us(oldest)) if oldest is not None else None,
+            "newest_event": format_time(_from_us(newest)) if newest is not None else None,
             "damaged_blocks": sum(i.damaged_blocks for i in infos),
             "index_files_missing": sum(
                 1 for i in infos if not os.path.exists(i.path[:-4] + ".idx")

@@ -78,11 +78,14 @@ class RetentionReport(msgspec.Struct, kw_only=True):
 
 
 def _time_us(value: datetime) -> int:
-    return int(value.timestamp() * 1_000_000)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _fmt_us(value: int) -> str:
-    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=value)
+    moment = _EPOCH + timedelta(microseconds=value)
     return format_time(moment)
 
 

@@ -25,6 +25,7 @@ from journal.removal import RemovalLog
 from journal.segment import (
     FLAG_DICT,
     FLAG_ZSTD,
+    HEADER_FIXED,
     KIND_EVENTS,
     KIND_SEAL,
     SEGMENT_NAME_RE,
@@ -102,9 +103,10 @@ def decode_frame_events(
 class Store:
     """The segments of one journal directory."""
 
-    def __init__(self, directory: str, file_mode: int) -> None:
+    def __init__(self, directory: str, file_mode: int, *, readonly: bool = False) -> None:
         self.directory = directory
         self.file_mode = file_mode
+        self.readonly = readonly
         self.segments: list[Segment] = []
         self.removals = RemovalLog(directory, file_mode)
         self._dir_mtime = -1
@@ -120,6 +122,13 @@ class Store:
             if mtime != self._dir_mtime:
                 self._dir_mtime = mtime
                 self._relist(writer)
+                # A segment that was active when we last looked may have grown
+                # and been sealed by another process before it created the next.
+                for older in self.segments[:-1]:
+                    if not older.index.sealed:
+                        size = self._size(older)
+                        if size != older.index.covered:
+                            self._scan(older, size, writer)
             if not self.segments:
                 return
             newest = self.segments[-1]
@@ -154,10 +163,6 @@ class Store:
         for name in set(known) - set(names):
             self._forget(name)
         self.segments = segments
-        # Only the newest segment is written to; drop builders of older ones.
-        for segment in segments[:-1]:
-            if segment.builder is not None and not segment.index.sealed:
-                segment.builder = None
 
     def _load(self, name: str, writer: bool) -> Segment | None:
         path = os.path.join(self.directory, name)
@@ -175,7 +180,18 @@ class Store:
             return segment
         # Missing, damaged or impossible index: rebuild it from the segment.
         fd = self.fd(name)
-        header = self._header_from_fd(name, fd, size)
+        try:
+            header = self._header_from_fd(name, fd, size)
+        except CorruptSegment as err:
+            # A writer creates a segment and then writes its header, so a short
+            # header may be a creation in progress: list the directory again
+            # next time. Verification reports a header that stays damaged.
+            # NOTE: reads skip the events of a segment whose header is damaged.
+            self._forget(name)
+            self._dir_mtime = -1
+            if size >= HEADER_FIXED:
+                log.warning("%s; its events are skipped", err)
+            return None
         index = SegmentIndex(
             name=name,
             first_seq=header.first_seq,
@@ -347,6 +363,8 @@ class Store:
 
     def save(self, segment: Segment) -> None:
         """Write the index of *segment* if it covers more than the stored one."""
+        if self.readonly:
+            return
         if segment.builder is not None:
             index = segment.builder.snapshot()
         else:
