@@ -11,8 +11,10 @@ from journal.event import AuditEvent
 
 #: Compression level used for frames unless the journal is opened with another.
 DEFAULT_LEVEL = 3
-#: Bytes of samples and size of a trained dictionary.
-DICT_SIZE = 16 * 1024
+#: Size of a trained dictionary in bytes.
+DICT_SIZE = 100 * 1024
+#: Minimum compression level for frames compressed against the dictionary.
+DICT_LEVEL = 9
 #: Frames with fewer events than this are compressed against the dictionary.
 DICT_MAX_EVENTS = 32
 
@@ -52,11 +54,21 @@ class Compressor:
 
     def __init__(self, level: int, dictionary: bytes = b"") -> None:
         self.dictionary = dictionary
+        # Frames compressed against the dictionary hold a few events each, so a
+        # higher level costs microseconds per append and saves about a tenth of
+        # their size (measured on the sample logs, zstd 1.5).
+        dict_level = max(level, DICT_LEVEL)
         self._plain = zstandard.ZstdCompressor(level=level, write_checksum=False)
         self._with_dict: zstandard.ZstdCompressor | None = None
         if dictionary:
             zdict = zstandard.ZstdCompressionDict(dictionary)
-            self._with_dict = zstandard.ZstdCompressor(level=level, dict_data=zdict)
+            # The segment header names the dictionary, so frames omit its id.
+            self._with_dict = zstandard.ZstdCompressor(
+                level=dict_level,
+                dict_data=zdict,
+                write_dict_id=False,
+                write_checksum=False,
+            )
 
     def compress(self, payload: bytes, count: int) -> tuple[bytes, bool]:
         """Compress *payload*; return the bytes and whether the dictionary was used."""
@@ -97,7 +109,7 @@ class Decompressor:
 
 def train_dictionary(samples: list[bytes]) -> bytes:
     """Train a zstd dictionary on encoded events; return b"" when there are too few."""
-    if len(samples) < 64 or sum(map(len, samples)) < 4 * DICT_SIZE:
+    if len(samples) < 64 or sum(map(len, samples)) < 2 * DICT_SIZE:
         return b""
     try:
         zdict = zstandard.train_dictionary(

@@ -69,7 +69,7 @@ BATCH_MAX_BYTES = 1 << 20
 INDEX_SAVE_EVERY = 1 << 20
 #: A segment without a dictionary rolls early once it contains this many events in
 #: small frames, so that the next segment compresses single events well.
-DICT_BOOTSTRAP_EVENTS = 1024
+DICT_BOOTSTRAP_EVENTS = 512
 #: Encoded events kept in memory as dictionary training samples.
 DICT_SAMPLES = 4096
 
@@ -616,7 +616,8 @@ class Journal:
         if (
             not header.dictionary
             and index.count >= DICT_BOOTSTRAP_EVENTS
-            and index.count < index.frames * 8
+            and index.raw_bytes >= 3 * codec.DICT_SIZE
+            and _small_frames(index)
         ):
             return "dictionary"
         return None
@@ -687,7 +688,7 @@ class Journal:
         first_seq = previous.index.last_seq + 1 if previous else 1
         prev_link = previous.index.last_link if previous else chain.ZERO_LINK
         dictionary = b""
-        if previous is not None:
+        if previous is not None and _small_frames(previous.index):
             dictionary = codec.train_dictionary(self._training_samples(previous))
         name = segment_name(first_seq)
         path = os.path.join(self.directory, name)
@@ -1038,8 +1039,12 @@ class Journal:
             "bytes": size,
             "raw_bytes": raw,
             "ratio": round(raw / size, 2) if size else 0.0,
-            "oldest_event": format_time(_from_us(oldest)) if oldest is not None else None,
-            "newest_event": format_time(_from_us(newest)) if newest is not None else None,
+            "oldest_event": format_time(_from_us(oldest))
+            if oldest is not None
+            else None,
+            "newest_event": format_time(_from_us(newest))
+            if newest is not None
+            else None,
             "damaged_blocks": sum(i.damaged_blocks for i in infos),
             "index_files_missing": sum(
                 1 for i in infos if not os.path.exists(i.path[:-4] + ".idx")
@@ -1097,6 +1102,11 @@ class Journal:
             now=now,
             dry_run=dry_run,
         )
+
+
+def _small_frames(index: SegmentIndex) -> bool:
+    """Return whether a segment's frames average so few events that a dictionary helps."""
+    return index.frames > 0 and index.count < index.frames * 8
 
 
 def _segment_may_match(
