@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import struct
 from array import array
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import crc32c

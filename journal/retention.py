@@ -275,7 +275,9 @@ def _run(
         oldest_seq_left=oldest_seq,
     )
     for name in future:
-        log.warning("segment %s contains an event dated after now (%s)", name, report.now)
+        log.warning(
+            "segment %s contains an event dated after now (%s)", name, report.now
+        )
     return report
 
 

@@ -103,7 +103,9 @@ def decode_frame_events(
 class Store:
     """The segments of one journal directory."""
 
-    def __init__(self, directory: str, file_mode: int, *, readonly: bool = False) -> None:
+    def __init__(
+        self, directory: str, file_mode: int, *, readonly: bool = False
+    ) -> None:
         self.directory = directory
         self.file_mode = file_mode
         self.readonly = readonly
