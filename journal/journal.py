@@ -99,12 +99,18 @@ class SegmentInfo(msgspec.Struct, kw_only=True):
 class _Group:
     """Events of one ``append`` or ``append_many`` call waiting for group commit."""
 
-    __slots__ = ("done", "error", "items")
+    __slots__ = ("error", "items", "lead", "wake")
 
     def __init__(self, items: list[tuple[AuditEvent, bytes]]) -> None:
         self.items = items
-        self.done = False
         self.error: BaseException | None = None
+        self.lead = False  # set when this caller must take over as leader
+        self.wake = threading.Event()
+
+
+#: A leader writes at most this many rounds of queued groups before it hands
+#: leadership to the oldest waiting caller, so that its own caller returns.
+_LEADER_ROUNDS = 8
 
 
 def _us(value: datetime) -> int:
@@ -560,32 +566,53 @@ class Journal:
                     self._flush_error = err
 
     def _commit(self, group: _Group) -> None:
-        """Write *group*, sharing one lock hold and one fsync with concurrent callers."""
+        """Write *group*, sharing one lock hold and one fsync with concurrent callers.
+
+        The first caller becomes the leader and writes every queued group in one
+        lock hold; callers arriving meanwhile queue up and sleep on their own
+        event until a leader has written their group, or asks them to lead.
+        """
         with self._cond:
             self._queue.append(group)
-            while not group.done and self._leader:
-                self._cond.wait()
-            if group.done:
+            follow = self._leader
+            self._leader = True
+        if follow:
+            group.wake.wait()
+            if not group.lead:
                 if group.error is not None:
                     raise group.error
                 return
-            self._leader = True
-            groups, self._queue = self._queue, []
-        error: BaseException | None = None
-        try:
-            with self._locked("append"), self._mutex:
-                self._store.refresh(writer=True)
-                self._write([item for g in groups for item in g.items])
-        except BaseException as err:
-            error = err
-        with self._cond:
+        for round_number in range(_LEADER_ROUNDS):
+            if round_number:
+                # Callers woken by the last round need the GIL to queue their next
+                # events; yielding it here lets this round carry them too.
+                time.sleep(0)
+            with self._cond:
+                groups, self._queue = self._queue, []
+            if not groups:
+                break
+            error: BaseException | None = None
+            try:
+                with self._locked("append"), self._mutex:
+                    self._store.refresh(writer=True)
+                    self._write([item for g in groups for item in g.items])
+            except BaseException as err:
+                error = err
             for g in groups:
                 g.error = error
-                g.done = True
-            self._leader = False
-            self._cond.notify_all()
-        if error is not None:
-            raise error
+                g.lead = False
+                if g is not group:
+                    g.wake.set()
+        with self._cond:
+            if self._queue:
+                # Hand over to the oldest waiting caller instead of writing forever.
+                successor = self._queue[0]
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._leader = False
+        if group.error is not None:
+            raise group.error
 
     # -- writing (caller holds the lock and the mutex) -------------------------
 
