@@ -788,3 +788,126 @@ def test_locks_command(runner, filled) -> None:
 
 def test_journal_binary_exists() -> None:
     assert JOURNAL_BIN.exists() or shutil.which("journal")
+
+
+# -- keys and import -----------------------------------------------------------------
+
+
+def test_keyed_journal_key_file(runner, journal_dir, tmp_path) -> None:
+    key_file = tmp_path / "journal.key"
+    key_file.write_bytes(os.urandom(32).hex().encode() + b"\n")
+    run_cli(
+        runner,
+        "append",
+        journal_dir,
+        "--actor",
+        "a",
+        "--action",
+        "b",
+        "--key-file",
+        key_file,
+    )
+    result = run_cli(
+        runner, "append", journal_dir, "--actor", "a", "--action", "b", code=1
+    )
+    assert "key" in result.stderr
+    assert result.stderr.count("\n") == 1
+    keyed_runner = CliRunner(env={"NO_COLOR": "1", "JOURNAL_KEY_FILE": str(key_file)})
+    run_cli(keyed_runner, "append", journal_dir, "--actor", "a", "--action", "c")
+    (summary,) = json_lines(
+        run_cli(keyed_runner, "verify", journal_dir, "--json").stdout
+    )
+    assert summary["keyed"] is True
+    assert summary["events"] == 2
+    result = run_cli(runner, "verify", journal_dir, code=1)
+    assert "key" in result.stderr
+    other_key = tmp_path / "other.key"
+    other_key.write_bytes(os.urandom(32))
+    run_cli(
+        runner,
+        "append",
+        journal_dir,
+        "--actor",
+        "a",
+        "--action",
+        "b",
+        "--key-file",
+        other_key,
+        code=1,
+    )
+    result = run_cli(runner, "verify", journal_dir, "--key-file", other_key, code=1)
+    assert "key" in result.stderr
+
+
+def test_import_jsonl_with_map(runner, journal_dir, tmp_path) -> None:
+    source = tmp_path / "app.jsonl"
+    records = [
+        {
+            "ts": "2024-05-01T12:00:00Z",
+            "user": {"name": "alice"},
+            "op": "login",
+            "ok": "success",
+        },
+        {
+            "ts": "2024-05-01T12:01:00Z",
+            "user": {"name": "bob"},
+            "op": "logout",
+            "ok": "success",
+        },
+    ]
+    source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    result = run_cli(
+        runner,
+        "import",
+        journal_dir,
+        source,
+        "--format",
+        "jsonl",
+        "--map",
+        "actor=user.name",
+        "--map",
+        "action=op",
+        "--map",
+        "time=ts",
+        "--map",
+        "outcome=ok",
+        "--json",
+    )
+    (summary,) = json_lines(result.stdout)
+    assert summary["imported"] == 2
+    assert summary["skipped"] == 0
+    assert summary["last_seq"] == 2
+    events = json_lines(run_cli(runner, "export", journal_dir).stdout)
+    assert [e["actor"] for e in events] == ["alice", "bob"]
+    assert [e["action"] for e in events] == ["login", "logout"]
+    assert events[1]["time"] == "2024-05-01T12:01:00Z"
+    originals = json_lines(run_cli(runner, "export", journal_dir, "--original").stdout)
+    assert originals == records
+
+
+def test_import_malformed_and_strict(runner, journal_dir, tmp_path) -> None:
+    source = tmp_path / "mixed.jsonl"
+    good = {"time": "2024-05-01T12:00:00Z", "actor": "alice", "action": "login"}
+    source.write_text(json.dumps(good) + "\n{not json\n" + json.dumps(good) + "\n")
+    result = run_cli(
+        runner, "import", journal_dir, source, "--format", "jsonl", "--json"
+    )
+    (summary,) = json_lines(result.stdout)
+    assert summary["imported"] == 2
+    assert summary["skipped"] == 1
+    assert f"{source}:2" in result.stderr
+    strict_dir = tmp_path / "strict"
+    result = run_cli(
+        runner, "import", strict_dir, source, "--format", "jsonl", "--strict", code=1
+    )
+    assert "--strict" in result.stderr
+    with Journal.open(strict_dir, readonly=True) as journal:
+        assert journal.last_seq == 1
+
+
+def test_import_errors(runner, journal_dir, tmp_path) -> None:
+    result = run_cli(runner, "import", journal_dir, tmp_path / "missing.log", code=1)
+    assert "missing.log" in result.stderr
+    run_cli(runner, "import", journal_dir, code=2)
+    run_cli(runner, "import", journal_dir, tmp_path / "x", "--format", "nope", code=2)
+    run_cli(runner, "import", journal_dir, tmp_path / "x", "--map", "actor", code=2)

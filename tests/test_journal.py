@@ -27,6 +27,7 @@ from journal import (
     JournalClosed,
     JournalError,
     LockTimeout,
+    SegmentExpired,
 )
 from journal.event import format_time
 
@@ -1290,3 +1291,144 @@ def test_index_stale_copy_gives_same_answers(journal_dir, tmp_path) -> None:
         assert seqs(reader.query(actor="late")) == expected
         assert seqs(reader.read()) == list(range(1, 301))
         assert seqs(reader.recent(3, actor="late")) == [300, 299, 298]
+
+
+# -- more concurrency, limits and errors ---------------------------------------------
+
+
+def test_reader_thread_cursor_same_object(open_journal) -> None:
+    journal = open_journal(segment_max_bytes=SMALL_SEGMENT)
+    total = 300
+    done = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        cursor = 0
+        try:
+            while True:
+                finished = done.is_set()
+                for event in journal.query(after_seq=cursor, limit=7):
+                    seen.append(event.seq)
+                    cursor = event.seq
+                if finished and cursor == journal.last_seq:
+                    return
+        except BaseException as err:  # Reported by the test.
+            errors.append(err)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    for i in range(total):
+        journal.append(padded_event(i))
+    done.set()
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert errors == []
+    assert seen == list(range(1, total + 1))
+
+
+def test_batch_mode_threads(open_journal) -> None:
+    journal = open_journal(durability="batch", flush_interval=0.05)
+    appended: list[AuditEvent] = []
+    lock = threading.Lock()
+
+    def write(k: int) -> None:
+        for i in range(200):
+            event = journal.append(make_event(i, metadata={"t": k, "i": i}))
+            with lock:
+                appended.append(event)
+
+    threads = [threading.Thread(target=write, args=(k,), daemon=True) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    journal.close()
+    assert sorted(e.seq for e in appended) == list(range(1, 801))
+    reader = open_journal(readonly=True)
+    events = list(reader.read())
+    assert seqs(events) == list(range(1, 801))
+    for k in range(4):
+        assert [e.metadata["i"] for e in events if e.metadata["t"] == k] == list(
+            range(200)
+        )
+
+
+def test_append_many_larger_than_a_frame(open_journal) -> None:
+    journal = open_journal()
+    # About 3 MiB of incompressible metadata: more than one 1 MiB frame.
+    events = [make_event(i, metadata={"blob": pad(i) * 8}) for i in range(3000)]
+    assert journal.append_many(events) == list(range(1, 3001))
+    journal.close()
+    reader = open_journal(readonly=True)
+    stored = list(reader.read())
+    assert seqs(stored) == list(range(1, 3001))
+    assert stored[2999].metadata == {"blob": pad(2999) * 8}
+    assert reader.verify().ok
+
+
+def test_lock_timeout_names_holder(open_journal, journal_dir, tmp_path) -> None:
+    open_journal().close()
+    ready = tmp_path / "ready"
+    script = (
+        "import sys, time, pathlib\n"
+        "from journal import Journal\n"
+        "with Journal.open(sys.argv[1]) as j, j.lock():\n"
+        "    pathlib.Path(sys.argv[2]).touch()\n"
+        "    time.sleep(30)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(journal_dir), str(ready)]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready.exists()
+        journal = open_journal(lock_timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as info:
+            journal.append(make_event(1))
+        assert time.monotonic() - started >= 0.3
+        assert info.value.waited >= 0.3
+        assert info.value.holder is not None
+        assert info.value.holder["pid"] == holder.pid
+        assert str(holder.pid) in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock dies with its holder.
+    assert journal.append(make_event(2)).seq == 1
+
+
+def test_open_on_a_file_path(tmp_path) -> None:
+    path = tmp_path / "plain-file"
+    path.write_text("not a journal")
+    with pytest.raises(JournalError):
+        Journal.open(path)
+    with pytest.raises(JournalError):
+        Journal.open(path, readonly=True)
+
+
+def test_reader_during_retention(open_journal) -> None:
+    writer = open_journal(segment_max_bytes=SMALL_SEGMENT)
+    for i in range(150):
+        writer.append(padded_event(i))
+    infos = writer.segments()
+    assert len(infos) >= 5
+    reader = open_journal(readonly=True)
+    iterator = reader.read()
+    assert next(iterator).seq == 1
+    writer.enforce_retention(max_segments=1)
+    oldest_left = infos[-1].first_seq
+    resumed: list[int] = []
+    try:
+        resumed.extend(e.seq for e in iterator)
+    except SegmentExpired as err:
+        # The error points past every removed segment.
+        assert err.next_seq == oldest_left
+        resumed.extend(e.seq for e in reader.read(after_seq=err.next_seq - 1))
+    assert resumed[-1] == 150
+    tail = [s for s in resumed if s >= oldest_left]
+    assert tail == list(range(oldest_left, 151))
+    assert seqs(reader.read()) == list(range(oldest_left, 151))
