@@ -166,7 +166,11 @@ _ONE_US = timedelta(microseconds=1)
 
 
 def _time_us(event: AuditEvent) -> int:
-    # Exact integer arithmetic: a float timestamp loses microseconds far from 1970.
+    seconds = event.time.timestamp()
+    # Between 1843 and 2096 a float timestamp is within 0.5 µs of the exact value,
+    # so rounding recovers it; further out, use exact (slower) integer arithmetic.
+    if -4e9 < seconds < 4e9:
+        return round(seconds * 1_000_000)
     return (event.time - _EPOCH) // _ONE_US
 
 

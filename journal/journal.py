@@ -206,6 +206,10 @@ class Journal:
         self._level = compression_level
         self._clock = clock
         self._pid = os.getpid()
+        self._fork_generation = _fork_generation
+        # The fork generation while the journal is open for appending, else None:
+        # one comparison replaces the checks of _check_usable on the hot path.
+        self._usable_for_append: int | None = None if readonly else _fork_generation
         self._closed = False
         self._mutex = threading.RLock()
         self._store = Store(directory, file_mode, readonly=readonly)
@@ -301,6 +305,10 @@ class Journal:
             )
         interval = _seconds(flush_interval, "flush_interval") or 0.2
         directory = os.path.abspath(os.fspath(path))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise InvalidArgument(
+                f"{directory} is not a directory; give the path of a journal directory"
+            )
         if not readonly:
             try:
                 os.makedirs(directory, mode=dir_mode, exist_ok=True)
@@ -374,7 +382,9 @@ class Journal:
             return
         if os.getpid() != self._pid:
             self._closed = True
+            self._usable_for_append = None
             return
+        self._usable_for_append = None
         try:
             if self.durability == "batch":
                 self._stop_flusher.set()
@@ -406,7 +416,7 @@ class Journal:
         return f"Journal({self.directory!r}, durability={self.durability!r})"
 
     def _check_usable(self, writing: bool = False) -> None:
-        if os.getpid() != self._pid:
+        if _fork_generation != self._fork_generation:
             raise ForkedJournal(
                 f"journal {self.directory} was opened in process {self._pid} and used in "
                 f"process {os.getpid()} after fork(); open it again in the child with "
@@ -469,8 +479,15 @@ class Journal:
         :raises InvalidEvent: a field is invalid; nothing was written.
         :raises LockTimeout: the write lock was not free within ``lock_timeout``.
         """
-        self._check_usable(writing=True)
-        data = self._encode(event)
+        if self._usable_for_append != _fork_generation:
+            self._check_usable(writing=True)
+        validate_event(event)
+        try:
+            data = _encode_event(event)
+        except (msgspec.EncodeError, TypeError, ValueError, OverflowError) as err:
+            raise InvalidEvent(f"invalid event: cannot be encoded: {err}") from err
+        if len(data) > self.max_event_bytes:
+            self._encode(event)  # raises the size error
         if self.durability == "batch":
             self._buffer_event(event, data)
             return event
@@ -1129,6 +1146,22 @@ class Journal:
             now=now,
             dry_run=dry_run,
         )
+
+
+# Incremented in a child process after fork(), so a journal can tell cheaply that
+# it is used in a process other than the one that opened it.
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+_encode_event = codec.encode_event
 
 
 def _small_frames(index: SegmentIndex) -> bool:

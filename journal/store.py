@@ -326,11 +326,14 @@ class Store:
         except FileNotFoundError as err:
             record = self.removals.find(name)
             if record is not None:
+                # Retention removes a run of the oldest segments, so the oldest
+                # event left follows the newest removed one.
+                removed_through = max(r.last_seq for r in self.removals.records())
                 raise SegmentExpired(
                     f"segment {path} (seq {record.first_seq}..{record.last_seq}) was removed "
-                    f"by retention; continue with after_seq={record.last_seq}",
+                    f"by retention; continue with after_seq={removed_through}",
                     path,
-                    record.last_seq + 1,
+                    removed_through + 1,
                 ) from err
             raise CorruptSegment(
                 f"segment {path} is missing; run `journal verify` for the full report",
