@@ -1154,7 +1154,7 @@ _fork_generation = 0
 
 
 def _after_fork_in_child() -> None:
-    global _fork_generation
+    global _fork_generation  # noqa: PLW0603 (a process-wide counter by design)
     _fork_generation += 1
 
 
