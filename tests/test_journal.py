@@ -30,6 +30,7 @@ from journal import (
     SegmentExpired,
 )
 from journal.event import format_time
+from journal.segment import read_header
 
 SMALL_SEGMENT = 4096
 
@@ -1432,3 +1433,70 @@ def test_reader_during_retention(open_journal) -> None:
     tail = [s for s in resumed if s >= oldest_left]
     assert tail == list(range(oldest_left, 151))
     assert seqs(reader.read()) == list(range(oldest_left, 151))
+
+
+def test_dictionary_segment_round_trip(open_journal, journal_dir) -> None:
+    # A segment of many single-event frames rolls early so that the next one
+    # gets a trained zstd dictionary; the thresholds are internal, so append
+    # until the roll happens.
+    writer = open_journal(durability="flush")
+    count = 0
+    while len(writer.segments()) < 2 and count < 6000:
+        for _ in range(100):
+            note = f"request {count} from host{count % 7} " + "path/segment/" * (
+                count % 20
+            )
+            writer.append(make_event(count, metadata={"i": count, "note": note}))
+            count += 1
+    infos = writer.segments()
+    assert len(infos) >= 2
+    second = journal_dir / infos[1].name
+    fd = os.open(second, os.O_RDONLY)
+    try:
+        header = read_header(fd, str(second), os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    assert len(header.dictionary) > 0
+    writer.close()
+    for index in idx_files(journal_dir):
+        index.unlink()
+    reader = open_journal(readonly=True)
+    events = list(reader.read())
+    assert seqs(events) == list(range(1, count + 1))
+    assert [e.metadata["i"] for e in events] == list(range(count))
+    tail_start = count - 50
+    assert seqs(reader.query(actor="user1", after_seq=tail_start)) == [
+        s for s in range(tail_start + 1, count + 1) if (s - 1) % 3 == 1
+    ]
+    assert reader.verify().ok
+
+
+def test_follow_with_filter(open_journal) -> None:
+    writer = open_journal()
+    follower = open_journal(readonly=True)
+    thread, found, errors = _follow_in_thread(follower, 5, after_seq=0, actor="bob")
+    for i in range(30):
+        writer.append(make_event(i, actor=["alice", "bob", "carol"][i % 3]))
+    thread.join(timeout=10)
+    assert errors == []
+    assert seqs(found) == [2, 5, 8, 11, 14]
+    assert {e.actor for e in found} == {"bob"}
+
+
+def test_zoneinfo_time_stored_as_instant(open_journal) -> None:
+    zoneinfo = pytest.importorskip("zoneinfo")
+    try:
+        new_york = zoneinfo.ZoneInfo("America/New_York")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time zone database")
+    # 01:30 on 2024-11-03 happens twice in New York; fold=1 is the second, EST.
+    first = datetime(2024, 11, 3, 1, 30, tzinfo=new_york)
+    second = datetime(2024, 11, 3, 1, 30, fold=1, tzinfo=new_york)
+    journal = open_journal()
+    journal.append(make_event(1, time=first))
+    journal.append(make_event(2, time=second))
+    stored = list(journal.read())
+    assert stored[0].time == datetime(2024, 11, 3, 5, 30, tzinfo=timezone.utc)
+    assert stored[1].time == datetime(2024, 11, 3, 6, 30, tzinfo=timezone.utc)
+    since = datetime(2024, 11, 3, 6, 0, tzinfo=timezone.utc)
+    assert seqs(journal.query(since=since)) == [2]
