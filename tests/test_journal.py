@@ -1436,9 +1436,9 @@ def test_reader_during_retention(open_journal) -> None:
 
 
 def test_dictionary_segment_round_trip(open_journal, journal_dir) -> None:
-    # A segment of many single-event frames rolls early so that the next one
-    # gets a trained zstd dictionary; the thresholds are internal, so append
-    # until the roll happens.
+    # A segment of many single-event frames rolls early, and the next segment
+    # gets a trained zstd dictionary. The thresholds are internal, so the test
+    # appends until the roll happens.
     writer = open_journal(durability="flush")
     count = 0
     while len(writer.segments()) < 2 and count < 6000:
@@ -1448,6 +1448,7 @@ def test_dictionary_segment_round_trip(open_journal, journal_dir) -> None:
             )
             writer.append(make_event(count, metadata={"i": count, "note": note}))
             count += 1
+
     infos = writer.segments()
     assert len(infos) >= 2
     second = journal_dir / infos[1].name
@@ -1458,6 +1459,7 @@ def test_dictionary_segment_round_trip(open_journal, journal_dir) -> None:
         os.close(fd)
     assert len(header.dictionary) > 0
     writer.close()
+
     for index in idx_files(journal_dir):
         index.unlink()
     reader = open_journal(readonly=True)
