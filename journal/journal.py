@@ -1067,13 +1067,17 @@ class Journal:
         indexes = [s.index for s in self._refresh() if s.index.count]
         oldest = min((i.min_us for i in indexes), default=None)
         newest = max((i.max_us for i in indexes), default=None)
+        from journal.lock import probe
+
         lock: dict[str, Any] = {}
         if self._lock is not None:
             lock = msgspec.to_builtins(self._lock.stats)
-            from journal.lock import read_holder
-
-            holder = read_holder(self.directory)
-            lock["holder"] = msgspec.to_builtins(holder) if holder is not None else None
+        try:
+            state = probe(self.directory)
+        except FileNotFoundError:
+            state = {"state": "free", "holder": None}
+        lock["state"] = state.get("state")
+        lock["holder"] = state.get("holder") if state.get("state") == "held" else None
         return {
             "directory": self.directory,
             "segments": len(infos),

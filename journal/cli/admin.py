@@ -47,13 +47,25 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _time_range(first: str | None, last: str | None) -> str:
+    """Render two RFC 3339 times compactly: one date when both share it."""
+    if first is None or last is None:
+        return "-"
+    start, end = first[:16].replace("T", " "), last[:16].replace("T", " ")
+    if start[:10] == end[:10]:
+        return f"{start} to {end[11:]}"
+    return f"{start[:10]} to {end[:10]}"
+
+
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.option(
     "--json", "as_json", is_flag=True, help="JSON Lines, one segment per line."
 )
 def segments(directory: str, as_json: bool) -> None:
-    """List segments: seq and time ranges, events, size, compression, state.
+    """List segments: seq range, event times, events, size, compression, state.
+
+    Each file is named by the seq of its first event.
 
     \b
     Example:
@@ -73,8 +85,7 @@ def segments(directory: str, as_json: bool) -> None:
             info.name,
             str(info.first_seq),
             str(info.last_seq),
-            (info.min_time or "-")[:16].replace("T", " "),
-            (info.max_time or "-")[:16].replace("T", " "),
+            _time_range(info.min_time, info.max_time),
             str(info.events),
             _human_bytes(info.bytes),
             f"{info.ratio:.1f}",
@@ -87,14 +98,13 @@ def segments(directory: str, as_json: bool) -> None:
         "FILE",
         "FIRST",
         "LAST",
-        "MIN TIME",
-        "MAX TIME",
+        "EVENT TIMES (UTC)",
         "EVENTS",
         "SIZE",
         "RATIO",
         "STATE",
     ]
-    echo_table(headers, rows, right={1, 2, 5, 6, 7})
+    echo_table(headers, rows, right={1, 2, 4, 5, 6})
 
 
 @cli.command()

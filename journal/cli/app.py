@@ -22,6 +22,20 @@ EXIT_TIMEOUT = 124
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class _StderrHandler(logging.Handler):
+    """Write log records to whatever ``sys.stderr`` is at the time of the record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
+_handler = _StderrHandler()
+_handler.setFormatter(logging.Formatter("journal: %(levelname)s: %(message)s"))
+
+
 def _configure_logging(verbose: int, log_level: str | None) -> None:
     if log_level is not None:
         level = getattr(logging, log_level.upper())
@@ -32,9 +46,9 @@ def _configure_logging(verbose: int, log_level: str | None) -> None:
     else:
         level = logging.WARNING
     logger = logging.getLogger("journal")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("journal: %(levelname)s: %(message)s"))
-    logger.addHandler(handler)
+    # One handler however often the command line runs in this process.
+    if _handler not in logger.handlers:
+        logger.addHandler(_handler)
     logger.setLevel(level)
 
 
@@ -80,9 +94,12 @@ def echo_json(obj: Any) -> None:
 
 
 def echo_table(
-    headers: list[str], rows: list[list[str]], right: set[int] | None = None
+    headers: list[str],
+    rows: list[list[str]],
+    right: set[int] | None = None,
+    gap: int = 2,
 ) -> None:
-    """Print *rows* as an aligned table with a header row."""
+    """Print *rows* as an aligned table with a header row, *gap* spaces apart."""
     right = right or set()
     widths = [len(h) for h in headers]
     for row in rows:
@@ -93,7 +110,7 @@ def echo_table(
         parts = []
         for i, cell in enumerate(cells):
             parts.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
-        return "  ".join(parts).rstrip()
+        return (" " * gap).join(parts).rstrip()
 
     click.echo(fmt(headers))
     for row in rows:
