@@ -371,9 +371,13 @@ class Journal:
             state = (
                 "is not keyed" if not header.keyed else "was written with another key"
             )
+            use = "verify or append to it" if header.keyed else "omit the key"
             raise InvalidArgument(
-                f"journal {self.directory} {state}; the key given does not match segment "
-                f"{segment.name}, so appending would break the chain"
+                f"journal {self.directory} {state}: the key given does not match segment "
+                f"{segment.name}; {use} with the key it was written with"
+                if header.keyed
+                else f"journal {self.directory} {state}: segment {segment.name} has no "
+                f"key, so {use}"
             )
 
     def close(self) -> None:
