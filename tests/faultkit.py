@@ -752,12 +752,12 @@ def run_campaign(
         ]
         # A broken journal would report the same finding in every later trial.
         fresh = bool(violations)
+        result.seconds = time.monotonic() - started
         if progress is not None:
             progress(trial, result)
         if len(result.violations) >= max_violations:
             break
     finish_journal()
-    result.seconds = time.monotonic() - started
     return result
 
 

@@ -1,8 +1,8 @@
 """Failing writes and foreign files: a full disk, a file size limit, permissions, locks.
 
-A full disk comes from a 256 KiB tmpfs that the test mounts (root only; the test
-skips without root or when mount fails) and later grows to 8 MiB; a file size
-limit comes from RLIMIT_FSIZE in a child process. In both, the append that hits
+A full disk comes from a 256 KiB tmpfs that the test mounts and later grows to
+8 MiB. Mounting needs root, so the test skips without root or when mount fails.
+A file size limit comes from RLIMIT_FSIZE in a child process. In both, the append that hits
 the limit must raise JournalError, leave the failed event wholly absent (or wholly
 present), keep the journal verifiable, and succeed again once the limit is lifted,
 on the same Journal object.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 import tempfile
@@ -163,15 +164,17 @@ def test_file_size_limit(tmp_path: Path, durability: str) -> None:
 
 # --- permissions ------------------------------------------------------------------------
 
-# Switches to uid/gid NOBODY (imports first: the interpreter's files may be private to
-# root), opens the journal argv[1] for writing, and prints the outcome as JSON.
+# Switches to uid/gid argv[2] unless it is "-" (imports first: the interpreter's files
+# may be private to root), opens the journal argv[1] for writing, and prints the
+# outcome as JSON.
 PERMISSION_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time, pwd
     import journal.journal, journal.verify, journal.retention
     from journal import Journal, PermissionProblem
-    os.setgid(int(sys.argv[2]))
-    os.setuid(int(sys.argv[2]))
+    if sys.argv[2] != "-":
+        os.setgid(int(sys.argv[2]))
+        os.setuid(int(sys.argv[2]))
     started = time.monotonic()
     out = {}
     try:
@@ -189,18 +192,26 @@ PERMISSION_SCRIPT = textwrap.dedent(
 
 @pytest.fixture
 def world_dir() -> Iterator[Path]:
-    """A directory that an unprivileged user can reach (tmp_path's parents are 0700)."""
-    if os.geteuid() != 0:
-        pytest.skip("switching to another user needs root")
+    """A directory that any user can reach (the parents of tmp_path are 0700)."""
     with tempfile.TemporaryDirectory(prefix="journal-perm-") as name:
         path = Path(name)
         path.chmod(0o755)
         yield path
+        # Let the cleanup remove what a test made read-only.
+        for inner in path.iterdir():
+            inner.chmod(0o700)
 
 
-def run_as_nobody(directory: Path) -> dict[str, Any]:
+def run_as(directory: Path, uid: int | None) -> dict[str, Any]:
+    """Run PERMISSION_SCRIPT as *uid* (``None``: as this user) and return its output."""
     child = subprocess.run(
-        [sys.executable, "-c", PERMISSION_SCRIPT, str(directory), str(NOBODY)],
+        [
+            sys.executable,
+            "-c",
+            PERMISSION_SCRIPT,
+            str(directory),
+            "-" if uid is None else str(uid),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -217,26 +228,32 @@ def write_small_journal(directory: Path) -> None:
 
 
 def test_read_only_directory(world_dir: Path) -> None:
+    """A directory of mode 0500. Run as root, the check switches to uid 65534, its owner."""
     directory = world_dir / "journal"
     write_small_journal(directory)
-    for path in [directory, *directory.iterdir()]:
-        os.chown(path, NOBODY, NOBODY)
+    uid = NOBODY if os.geteuid() == 0 else None
+    if uid is not None:
+        for path in [directory, *directory.iterdir()]:
+            os.chown(path, uid, uid)
+    owner = pwd.getpwuid(os.geteuid() if uid is None else uid).pw_name
     directory.chmod(0o500)
-    out = run_as_nobody(directory)
+    out = run_as(directory, uid)
     message = out.get("permission_problem")
     assert message is not None, out
     assert str(directory) in message
-    assert "nobody" in message or str(NOBODY) in message
+    assert owner in message
     assert "500" in message
     assert out["seconds"] < 2.0
 
 
 def test_segments_of_another_user(world_dir: Path) -> None:
     """A writable directory whose segment files belong to root, mode 0600."""
+    if os.geteuid() != 0:
+        pytest.skip("files of another user can only be made as root")
     directory = world_dir / "journal"
     write_small_journal(directory)
     directory.chmod(0o777)
-    out = run_as_nobody(directory)
+    out = run_as(directory, NOBODY)
     message = out.get("permission_problem")
     assert message is not None, out
     segment = faultkit.segment_paths(directory)[0]

@@ -3,8 +3,8 @@
 Retention deletes whole segments, oldest first, records each in retention.log before
 the file goes, never deletes the active segment while it is written, and leaves a
 journal that verifies clean. Event times come from :func:`faultkit.make_event`
-(May 2024) or are set explicitly; ``now`` is passed in, so no test depends on the
-wall clock except where the CLI computes it.
+(May 2024) or are set explicitly. Tests pass ``now`` in, so only the CLI tests
+depend on the wall clock.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from journal.segment import segment_name
 BASE = faultkit.BASE_TIME
 #: The console script installed next to this interpreter.
 JOURNAL_CLI = str(Path(sys.executable).with_name("journal"))
-HERE = str(Path(faultkit.__file__).resolve().parent)
+#: The folder of faultkit, which child scripts put on sys.path.
+FAULTKIT_DIR = str(Path(faultkit.__file__).resolve().parent)
 
 
 class Clock:
@@ -166,7 +167,7 @@ def test_future_dated_event_judged_by_seal_time(
         while len(faultkit.segment_paths(directory)) < 2:
             journal.append(event_at(n, now - timedelta(days=40)))
             n += 1
-        # Segment 2 holds one event dated a year after `now`, sealed `sealed_days_ago`.
+        # Segment 2 contains one event dated a year after `now`, sealed `sealed_days_ago`.
         future_segment = faultkit.segment_paths(directory)[-1].name
         journal.append(event_at(n, now + timedelta(days=365)))
         clock.now = now - timedelta(days=sealed_days_ago)
@@ -309,7 +310,7 @@ def test_size_and_count_drop_oldest_first(
         assert journal.append(faultkit.make_event("after", 0)).seq == last_seq + 1
 
 
-# --- verify tells retention from tampering -----------------------------------------------
+# --- verify distinguishes retention from tampering -----------------------------------------------
 
 
 def test_verify_after_retention_and_hand_deletion(tmp_path: Path) -> None:
@@ -579,6 +580,7 @@ def test_readers_while_segments_removed(tmp_path: Path) -> None:
         last_seq = journal.last_seq
     names = [p.name for p in faultkit.segment_paths(directory)]
     assert len(names) >= 10
+
     readers = [
         subprocess.Popen(
             [
@@ -588,7 +590,7 @@ def test_readers_while_segments_removed(tmp_path: Path) -> None:
                 str(directory),
                 str(delay),
                 str(last_seq),
-                HERE,
+                FAULTKIT_DIR,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -598,11 +600,13 @@ def test_readers_while_segments_removed(tmp_path: Path) -> None:
         for delay in (0.002, 0.004, 0.008)
     ]
     time.sleep(0.3)
+    # Remove one segment at a time, oldest first, while the readers run.
     with Journal.open(directory, durability="flush", lock_timeout=30) as journal:
         for keep in range(len(names) - 1, 0, -1):
             journal.enforce_retention(max_segments=keep)
             time.sleep(0.12)
     outputs = [reader.communicate(timeout=120) for reader in readers]
+
     for reader, (stdout, stderr) in zip(readers, outputs):
         assert reader.returncode == 0, stderr[-3000:]
         out = json.loads(stdout)

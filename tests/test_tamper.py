@@ -298,23 +298,31 @@ def test_wrong_or_missing_key_cli(tmp_path: Path) -> None:
     assert with_right.stdout.startswith("OK")
 
 
-# Appends to the journal argv[1] for argv[2] seconds in flush mode with 4 KiB
-# segments, so that segments roll often, writing "<seq> <id>" to argv[3] after each
-# append. Prints "ready" once the journal is open and exits normally at the end.
+# Appends to the journal argv[1] for argv[2] seconds in flush mode with 1 MiB
+# segments, writing "<seq> <id>" to argv[3] after each append. Every second append
+# is a batch of 16 large events, a write of about 140 KiB that takes long enough to
+# be caught half done. Prints "ready" once the journal is open and exits normally.
 APPEND_LOOP = textwrap.dedent(
     """
     import os, sys, time
     sys.path.insert(0, sys.argv[4])
     import faultkit
     from journal import Journal
-    journal = Journal.open(sys.argv[1], durability="flush", segment_max_bytes=4096)
+    journal = Journal.open(sys.argv[1], durability="flush", segment_max_bytes=1 << 20)
     ack_fd = os.open(sys.argv[3], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     print("ready", flush=True)
     deadline = time.monotonic() + float(sys.argv[2])
     n = 0
     while time.monotonic() < deadline:
-        event = journal.append(faultkit.make_event("live", n))
-        os.write(ack_fd, f"{event.seq} {event.id}\\n".encode())
+        if n % 2:
+            every = faultkit.LARGE_EVERY
+            numbers = [(n * 16 + i) * every + every - 1 for i in range(16)]
+            events = [faultkit.make_event("bulk", number) for number in numbers]
+            journal.append_many(events)
+        else:
+            events = [journal.append(faultkit.make_event("live", n))]
+        acks = "".join(f"{e.seq} {e.id}\\n" for e in events)
+        os.write(ack_fd, acks.encode())
         n += 1
     journal.close()
     """
@@ -355,10 +363,10 @@ def test_verify_while_another_process_appends(tmp_path: Path) -> None:
                 findings += [
                     (p.kind, p.segment, p.offset, p.message) for p in report.problems
                 ]
-            cli = journal_cli("verify", str(directory))
-            runs += 1
-            if cli.returncode != 0:
-                findings.append(("cli", cli.stdout, cli.stderr))
+            if runs % 20 == 0:
+                cli = journal_cli("verify", str(directory))
+                if cli.returncode != 0:
+                    findings.append(("cli", cli.stdout, cli.stderr))
     finally:
         writable.close()
         readonly.close()
@@ -371,3 +379,65 @@ def test_verify_while_another_process_appends(tmp_path: Path) -> None:
     assert findings == []
     violations, _ = faultkit.check_journal(directory, {**acked, 1: "seed-0"})
     assert violations == []
+
+
+# Appends five events to the journal argv[1]. Then, holding the write lock, it writes
+# the first half of a valid sixth frame, as a writer in the middle of its pwrite
+# would, and prints "half". After a line on stdin it writes the second half and exits.
+HALF_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, sys.argv[2])
+    import faultkit
+    from journal import Journal, chain
+    from journal.segment import KIND_EVENTS
+    journal = Journal.open(sys.argv[1], durability="flush")
+    for n in range(5):
+        journal.append(faultkit.make_event("w", n))
+    path = faultkit.segment_paths(sys.argv[1])[-1]
+    with journal.lock():
+        last = faultkit.load_segment(path).frames[-1]
+        raw = faultkit.encode_payload([faultkit.make_event("w", 5)])
+        link = chain.next_link(None, last.link, KIND_EVENTS, 1, 6, raw)
+        frame = faultkit.build_frame(KIND_EVENTS, 1, 6, raw, link)
+        with open(path, "ab") as fh:
+            fh.write(frame[: len(frame) // 2])
+        print("half", flush=True)
+        sys.stdin.readline()
+        with open(path, "ab") as fh:
+            fh.write(frame[len(frame) // 2 :])
+    journal.close()
+    """
+)
+
+
+def test_readonly_verify_during_write(tmp_path: Path) -> None:
+    """A frame half written under the write lock is work in progress, not damage."""
+    directory = tmp_path / "journal"
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HALF_WRITER,
+            str(directory),
+            str(Path(faultkit.__file__).parent),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=faultkit.python_env(),
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "half"
+        during = problems(directory, None)
+        cli = journal_cli("verify", str(directory))
+    finally:
+        _, stderr = writer.communicate(input="\n", timeout=60)
+    assert writer.returncode == 0, stderr[-3000:]
+    assert during == []
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert problems(directory, None) == []
+    with Journal.open(directory, readonly=True) as journal:
+        assert [e.id for e in journal.read()] == [f"w-{n}" for n in range(6)]
