@@ -175,9 +175,17 @@ def _check_metadata(value: object) -> None:
             msgspec.msgpack.encode(value)
     except (msgspec.EncodeError, TypeError, OverflowError, UnicodeEncodeError):
         same = False
+    except RecursionError:
+        raise InvalidEvent(
+            "invalid event: metadata is nested too deeply to encode; flatten it",
+            "metadata",
+        ) from None
     if same:
         return
-    found = _find_non_json(value, "metadata")
+    try:
+        found = _find_non_json(value, "metadata")
+    except RecursionError:
+        found = ("metadata", "metadata is nested too deeply to check; flatten it")
     if found is None:
         found = ("metadata", "metadata does not survive a JSON round trip unchanged")
     raise InvalidEvent(f"invalid event: {found[1]}", found[0])

@@ -17,6 +17,7 @@ import msgspec
 
 from journal import chain, codec
 from journal.errors import (
+    CorruptSegment,
     ForkedJournal,
     InvalidArgument,
     InvalidEvent,
@@ -46,7 +47,7 @@ from journal.segment import (
     read_header,
     segment_name,
 )
-from journal.store import Segment, Store
+from journal.store import PartialBlock, Segment, Store
 
 if TYPE_CHECKING:
     from journal.retention import RetentionReport
@@ -361,6 +362,8 @@ class Journal:
                     self._store.refresh(writer=True)
 
     def _check_key(self, segment: Segment) -> None:
+        if segment.damaged is not None:
+            return
         header = self._store.header(segment)
         if header.keyed and self._key is None and not self.readonly:
             raise InvalidArgument(
@@ -734,7 +737,16 @@ class Journal:
 
     def _create_segment(self, previous: Segment | None) -> Segment:
         first_seq = previous.index.last_seq + 1 if previous else 1
-        prev_link = previous.index.last_link if previous else chain.ZERO_LINK
+        prev_link = chain.ZERO_LINK
+        if previous is not None and len(previous.index.last_link) == chain.LINK_SIZE:
+            prev_link = previous.index.last_link
+        removed = self._store.removals.records()
+        if previous is None and removed:
+            # Retention removed every segment: continue the seqs and the chain
+            # where the newest removed segment ended.
+            newest_removed = max(removed, key=lambda r: r.last_seq)
+            first_seq = newest_removed.last_seq + 1
+            prev_link = bytes.fromhex(newest_removed.last_link)
         dictionary = b""
         if previous is not None and _small_frames(previous.index):
             dictionary = codec.train_dictionary(self._training_samples(previous))
@@ -950,8 +962,13 @@ class Journal:
                     continue
                 if not block.may_contain(wanted):
                     continue
+                damage: PartialBlock | None = None
                 with self._mutex:
-                    events = self._store.block_events(segment, block)
+                    try:
+                        events = self._store.block_events(segment, block, position)
+                    except PartialBlock as err:
+                        # Hand out the events before the damage, then raise.
+                        events, damage = err.events, err
                 for event in events:
                     assert event.seq is not None
                     if event.seq <= position:
@@ -961,6 +978,14 @@ class Journal:
                         produced += 1
                         if limit is not None and produced >= limit:
                             return
+                if damage is not None:
+                    raise CorruptSegment(
+                        str(damage),
+                        damage.path,
+                        damage.offset,
+                        damage.first_seq,
+                        damage.last_seq,
+                    )
                 position = max(position, block.last_seq)
 
     def recent(
@@ -1023,9 +1048,12 @@ class Journal:
 
     @property
     def last_seq(self) -> int:
-        """Seq of the newest stored event (0 for an empty journal)."""
+        """Seq of the newest event appended (0 for a journal never written to)."""
         segments = self._refresh()
-        return segments[-1].index.last_seq if segments else 0
+        if segments:
+            return segments[-1].index.last_seq
+        removed = self._store.removals.records()
+        return max((r.last_seq for r in removed), default=0)
 
     def segments(self) -> list[SegmentInfo]:
         """Describe every segment, oldest first."""
@@ -1087,7 +1115,7 @@ class Journal:
             "segments": len(infos),
             "events": events,
             "first_seq": infos[0].first_seq if infos else None,
-            "last_seq": infos[-1].last_seq if infos else 0,
+            "last_seq": self.last_seq,
             "bytes": size,
             "raw_bytes": raw,
             "ratio": round(raw / size, 2) if size else 0.0,
@@ -1111,9 +1139,13 @@ class Journal:
         self._check_usable()
         segments = self._refresh()
         if not segments:
+            removed = self._store.removals.records()
+            newest_removed = max(removed, key=lambda r: r.last_seq, default=None)
             return {
-                "seq": 0,
-                "link": chain.ZERO_LINK.hex(),
+                "seq": newest_removed.last_seq if newest_removed else 0,
+                "link": newest_removed.last_link
+                if newest_removed
+                else chain.ZERO_LINK.hex(),
                 "segment": None,
                 "keyed": self._key is not None,
                 "time": format_time(self._now()),

@@ -288,7 +288,7 @@ def _remove(
     records = []
     for segment in segments:
         index = segment.index
-        header = store.header(segment)
+        prev_link = "" if segment.damaged else store.header(segment).prev_link.hex()
         records.append(
             RemovedSegment(
                 name=segment.name,
@@ -298,7 +298,7 @@ def _remove(
                 bytes=sizes[segment.name],
                 min_time=_fmt_us(index.min_us) if index.count else None,
                 max_time=_fmt_us(index.max_us) if index.count else None,
-                prev_link=header.prev_link.hex(),
+                prev_link=prev_link,
                 last_link=index.last_link.hex(),
                 removed_at=format_time(now),
                 reason="retention",

@@ -35,6 +35,7 @@ from journal.segment import (
     Incomplete,
     SegmentHeader,
     decode_seal,
+    find_next_frame,
     frame_from_buffer,
     read_header,
     scan_frames,
@@ -44,6 +45,24 @@ log = logging.getLogger("journal")
 
 #: Open file descriptors kept for reading sealed segments.
 MAX_OPEN_SEGMENTS = 64
+
+
+class PartialBlock(CorruptSegment):
+    """Damage inside a block, with the events of the block that precede it."""
+
+    def __init__(
+        self,
+        message: str,
+        path: str,
+        offset: int,
+        first_seq: int,
+        last_seq: int,
+        events: list[AuditEvent],
+    ) -> None:
+        super().__init__(message, path, offset, first_seq, last_seq)
+        self.events = events
+        #: Offset in the block of the next intact frame, if there is one.
+        self.next_pos: int | None = None
 
 
 class Segment:
@@ -56,6 +75,8 @@ class Segment:
         self.header: SegmentHeader | None = None
         self.builder: IndexBuilder | None = None
         self.saved_covered = index.covered
+        #: Why the header cannot be read, for a segment kept only so reads raise.
+        self.damaged: str | None = None
 
     @property
     def first_seq(self) -> int:
@@ -83,7 +104,12 @@ def decode_frame_events(
                 f"payload declares {declared} events, header records {frame.count}"
             )
         events = codec.decode_payload(raw)
-    except (ValueError, zstandard.ZstdError, msgspec.DecodeError) as err:
+    except (
+        ValueError,
+        RecursionError,
+        zstandard.ZstdError,
+        msgspec.DecodeError,
+    ) as err:
         raise CorruptSegment(
             f"segment {path}: frame at offset {frame.offset} (seq {frame.first_seq}.."
             f"{frame.last_seq}) cannot be decoded: {err}; run `journal verify` for the "
@@ -185,15 +211,15 @@ class Store:
         try:
             header = self._header_from_fd(name, fd, size)
         except CorruptSegment as err:
-            # A writer creates a segment and then writes its header, so a short
-            # header may be a creation in progress: list the directory again
-            # next time. Verification reports a header that stays damaged.
-            # NOTE: reads skip the events of a segment whose header is damaged.
-            self._forget(name)
-            self._dir_mtime = -1
-            if size >= HEADER_FIXED:
-                log.warning("%s; its events are skipped", err)
-            return None
+            if size < HEADER_FIXED:
+                # A writer creates a segment and then writes its header, so a
+                # short header is a creation in progress (or one cut short by a
+                # crash, which the next writer moves aside): list again later.
+                self._forget(name)
+                self._dir_mtime = -1
+                return None
+            log.warning("%s", err)
+            return self._damaged_segment(name, fd, size, str(err))
         index = SegmentIndex(
             name=name,
             first_seq=header.first_seq,
@@ -210,6 +236,40 @@ class Store:
         self._scan(segment, size, writer)
         if index.sealed or writer:
             self.save(segment)
+        return segment
+
+    def _damaged_segment(self, name: str, fd: int, size: int, reason: str) -> Segment:
+        """Describe a segment whose header is damaged, so that reads raise.
+
+        The frames' own headers are checksummed, so their seqs and links are still
+        known: the journal can continue after this segment, and a read that reaches
+        it raises CorruptSegment instead of skipping its events.
+        """
+        first_seq = int(name[:20])
+        last_seq = first_seq - 1
+        last_link = b""
+        start = find_next_frame(fd, -1, size)
+        if start is not None:
+            for item in scan_frames(fd, start.offset, size, last_seq):
+                if isinstance(item, DamagedRange):
+                    continue
+                last_link = item.link
+                if item.kind == KIND_EVENTS:
+                    last_seq = max(last_seq, item.last_seq)
+        index = SegmentIndex(
+            name=name,
+            first_seq=first_seq,
+            created_ns=0,
+            header_len=0,
+            covered=size,
+            last_seq=last_seq,
+            last_link=last_link,
+            # Treated as sealed so that no writer appends after a damaged header.
+            sealed_ns=0,
+            blocks=[Block(0, size, first_seq, last_seq, 0, 0, 0, b"", reason)],
+        )
+        segment = Segment(self.directory, name, index)
+        segment.damaged = reason
         return segment
 
     def _forget(self, name: str) -> None:
@@ -394,8 +454,14 @@ class Store:
 
     # -- reading -----------------------------------------------------------
 
-    def block_events(self, segment: Segment, block: Block) -> list[AuditEvent]:
-        """Read and decode every event of *block*, in seq order."""
+    def block_events(
+        self, segment: Segment, block: Block, after_seq: int = 0
+    ) -> list[AuditEvent]:
+        """Read and decode every event of *block*, in seq order.
+
+        Damage that hides only seqs up to *after_seq* is stepped over, so a reader
+        that resumes after a :class:`CorruptSegment` gets the events that follow.
+        """
         if block.damaged is not None:
             raise CorruptSegment(
                 f"segment {segment.path}: events {block.first_seq}..{block.last_seq} at "
@@ -411,34 +477,86 @@ class Store:
         decompressor = self.decompressor(segment)
         events: list[AuditEvent] = []
         pos = 0
+        stepped_over = False
         while pos < len(buf):
             try:
                 frame = frame_from_buffer(buf, pos, block.offset)
-            except (Damaged, Incomplete) as err:
-                reason = err.reason if isinstance(err, Damaged) else "frame cut short"
-                raise CorruptSegment(
-                    f"segment {segment.path}: frame at offset {block.offset + pos} "
-                    f"(events {block.first_seq}..{block.last_seq}) is damaged: {reason}; "
-                    f"run `journal verify` for the full report, or resume with "
-                    f"after_seq={block.last_seq}",
-                    segment.path,
-                    block.offset + pos,
-                    block.first_seq,
-                    block.last_seq,
-                ) from None
-            if frame.kind == KIND_EVENTS:
-                events.extend(decode_frame_events(frame, decompressor, segment.path))
+                if frame.kind == KIND_EVENTS:
+                    events.extend(
+                        decode_frame_events(frame, decompressor, segment.path)
+                    )
+            except (Damaged, Incomplete, CorruptSegment) as err:
+                damage = self._damage_in_block(segment, block, buf, pos, events, err)
+                if damage.last_seq is None or damage.last_seq > after_seq:
+                    raise damage from None
+                if damage.next_pos is None:
+                    break
+                pos = damage.next_pos
+                stepped_over = True
+                continue
             pos = frame.end - block.offset
+        if stepped_over:
+            # The count no longer matches the index once damage is stepped over.
+            return events
         if len(events) != block.count:
             raise CorruptSegment(
                 f"segment {segment.path}: block at offset {block.offset} contains "
-                f"{len(events)} events, the index says {block.count}",
+                f"{len(events)} events, the index records {block.count}",
                 segment.path,
                 block.offset,
                 block.first_seq,
                 block.last_seq,
             )
         return events
+
+    def _damage_in_block(
+        self,
+        segment: Segment,
+        block: Block,
+        buf: bytes,
+        pos: int,
+        events: list[AuditEvent],
+        err: Exception,
+    ) -> PartialBlock:
+        """Describe damage at *pos* of a block: the seqs it hides, the events before it."""
+        if isinstance(err, Damaged):
+            reason = err.reason
+        elif isinstance(err, Incomplete):
+            reason = "frame cut short"
+        else:
+            reason = str(err)
+        first = (
+            events[-1].seq + 1
+            if events and events[-1].seq is not None
+            else (block.first_seq)
+        )
+        last = block.last_seq
+        next_pos: int | None = None
+        # The next intact frame in the block bounds the seqs the damage hides.
+        probe = buf.find(b"JF", pos + 1)
+        while probe != -1:
+            try:
+                following = frame_from_buffer(buf, probe, block.offset)
+            except (Damaged, Incomplete):
+                probe = buf.find(b"JF", probe + 1)
+                continue
+            if first <= following.first_seq <= last + 1:
+                last = following.first_seq - 1
+                next_pos = probe
+            break
+        offset = block.offset + pos
+        damage = PartialBlock(
+            f"segment {segment.path}: frame at offset {offset} (events {first}..{last}) "
+            f"is damaged: {reason}; run `journal verify` for the full report, or resume "
+            f"with after_seq={last}",
+            segment.path,
+            offset,
+            first,
+            last,
+            events,
+        )
+        damage.next_pos = next_pos
+        return damage
 
     def frames(
         self, segment: Segment, start: int, limit: int

@@ -9,12 +9,14 @@ meantime causes no false alarm.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from journal import chain, codec
 from journal.errors import CorruptSegment, InvalidArgument, JournalError
+from journal.lock import WriteLock
 from journal.segment import (
     FLAG_DICT,
     FLAG_ZSTD,
@@ -22,12 +24,16 @@ from journal.segment import (
     KIND_SEAL,
     SEGMENT_NAME_RE,
     DamagedRange,
+    Frame,
     read_header,
     scan_frames,
 )
 
 if TYPE_CHECKING:
     from journal.journal import Journal
+
+#: Seconds verification waits for the write lock before noting lengths without it.
+SNAPSHOT_LOCK_TIMEOUT = 5.0
 
 #: Problem kinds, as reported.
 KINDS = (
@@ -72,7 +78,7 @@ def verify_journal(
 ) -> VerifyReport:
     """Verify every segment of *journal*; see the module docstring."""
     store = journal._store
-    sizes = _snapshot(journal)
+    sizes, locked = _snapshot(journal)
     problems: list[Problem] = []
     key = journal._key
 
@@ -180,7 +186,17 @@ def verify_journal(
             prev_link = header.prev_link
             decompressor = codec.Decompressor(header.dictionary)
             sealed = False
-            for item in scan_frames(fd, header.header_len, size, expected_seq - 1):
+            items = list(scan_frames(fd, header.header_len, size, expected_seq - 1))
+            # How many frames further on start at each seq: a frame that comes
+            # early is "reordered" when the frame it skipped appears later.
+            pending = Counter(
+                item.first_seq
+                for item in items
+                if isinstance(item, Frame) and item.kind == KIND_EVENTS
+            )
+            link_by_last = {header.first_seq - 1: header.prev_link}
+            seen: set[tuple[int, bytes]] = set()
+            for item in items:
                 if isinstance(item, DamagedRange):
                     if item.next_seq is None:
                         kind = (
@@ -188,6 +204,9 @@ def verify_journal(
                             if item.reason == "incomplete frame"
                             else "checksum failure"
                         )
+                        if last and not locked and kind == "truncated":
+                            # Without the lock this may be a write in progress.
+                            continue
                         report(
                             kind,
                             name,
@@ -206,9 +225,11 @@ def verify_journal(
                             f"checksum ({item.reason}); events {item.after_seq + 1}.."
                             f"{item.next_seq - 1} cannot be read",
                         )
-                        expected_seq = item.next_seq
+                        expected_seq = max(expected_seq, item.next_seq)
                     continue
                 frames += 1
+                if item.kind == KIND_EVENTS:
+                    pending[item.first_seq] -= 1
                 if sealed:
                     report(
                         "inserted",
@@ -239,11 +260,25 @@ def verify_journal(
                         f"segment {name}: frame at offset {item.offset} cannot be decoded: "
                         f"{err}",
                     )
-                    prev_link = item.link
                     continue
-                link = chain.next_link(
-                    key, prev_link, item.kind, item.count, item.first_seq, raw
-                )
+                # Each frame is checked against the link of the frame that ends
+                # just before its first seq, so one moved or removed frame is
+                # reported once instead of breaking every later link.
+                previous = link_by_last.get(item.first_seq - 1)
+                if previous is not None:
+                    link = chain.next_link(
+                        key, previous, item.kind, item.count, item.first_seq, raw
+                    )
+                    if link != item.link:
+                        report(
+                            "modified",
+                            name,
+                            item.offset,
+                            item.first_seq,
+                            f"segment {name}: frame at offset {item.offset} (seq "
+                            f"{item.first_seq}) does not match the hash chain: its "
+                            "content was changed",
+                        )
                 if item.kind == KIND_SEAL:
                     if item.first_seq != expected_seq:
                         report(
@@ -254,31 +289,45 @@ def verify_journal(
                             f"segment {name}: seal frame names seq {item.first_seq}, "
                             f"expected {expected_seq}",
                         )
-                    if link != item.link:
-                        report(
-                            "modified",
-                            name,
-                            item.offset,
-                            item.first_seq,
-                            f"segment {name}: the seal frame at offset {item.offset} does "
-                            "not match the chain",
-                        )
                     sealed = True
                     links_by_seq.setdefault(item.first_seq - 1, set()).add(item.link)
                     prev_link = item.link
                     continue
-                if item.first_seq > expected_seq:
+                if (item.first_seq, item.link) in seen:
                     report(
-                        "deleted",
+                        "inserted",
                         name,
                         item.offset,
-                        expected_seq,
-                        f"segment {name}: events {expected_seq}..{item.first_seq - 1} are "
-                        f"missing before offset {item.offset}",
+                        item.first_seq,
+                        f"segment {name}: frame at offset {item.offset} repeats events "
+                        f"{item.first_seq}..{item.last_seq}",
                     )
+                    continue
+                seen.add((item.first_seq, item.link))
+                if item.first_seq > expected_seq:
+                    if pending.get(expected_seq, 0) > 0:
+                        report(
+                            "reordered",
+                            name,
+                            item.offset,
+                            item.first_seq,
+                            f"segment {name}: frame at offset {item.offset} holds seq "
+                            f"{item.first_seq}..{item.last_seq} before seq "
+                            f"{expected_seq}",
+                        )
+                    else:
+                        report(
+                            "deleted",
+                            name,
+                            item.offset,
+                            expected_seq,
+                            f"segment {name}: events {expected_seq}..{item.first_seq - 1} "
+                            f"are missing before offset {item.offset}",
+                        )
                 elif item.first_seq < expected_seq:
-                    seen = any(item.link in links for links in links_by_seq.values())
-                    kind = "reordered" if seen else "inserted"
+                    kind = (
+                        "reordered" if item.last_seq not in link_by_last else "inserted"
+                    )
                     report(
                         kind,
                         name,
@@ -287,17 +336,8 @@ def verify_journal(
                         f"segment {name}: frame at offset {item.offset} holds seq "
                         f"{item.first_seq}..{item.last_seq} after seq {expected_seq - 1}",
                     )
-                elif link != item.link:
-                    report(
-                        "modified",
-                        name,
-                        item.offset,
-                        item.first_seq,
-                        f"segment {name}: events {item.first_seq}..{item.last_seq} at "
-                        f"offset {item.offset} do not match the hash chain (modified, or "
-                        "an earlier frame was removed)",
-                    )
                 events += item.count
+                link_by_last[item.last_seq] = item.link
                 links_by_seq.setdefault(item.last_seq, set()).add(item.link)
                 prev_link = item.link
                 expected_seq = max(expected_seq, item.last_seq + 1)
@@ -334,16 +374,27 @@ def verify_journal(
     )
 
 
-def _snapshot(journal: Journal) -> dict[str, int]:
-    """Return each segment file's committed length, noted under the write lock."""
+def _snapshot(journal: Journal) -> tuple[dict[str, int], bool]:
+    """Return each segment file's committed length and whether the lock was held.
+
+    Lengths noted under the write lock end on whole frames. A reader that cannot
+    take the lock (a read-only directory, a long hold elsewhere) notes them anyway,
+    and the caller then treats an incomplete final frame as a write in progress.
+    """
     store = journal._store
     lock = journal._lock
+    temporary = None
+    if lock is None:
+        try:
+            temporary = lock = WriteLock(store.directory, file_mode=journal.file_mode)
+        except (JournalError, OSError):
+            lock = None
     held = False
     if lock is not None:
         try:
-            lock.acquire("verify")
+            lock.acquire("verify", timeout=SNAPSHOT_LOCK_TIMEOUT)
             held = True
-        except JournalError:
+        except (JournalError, OSError):
             held = False
     try:
         removed = store.removals.removed_names()
@@ -354,10 +405,12 @@ def _snapshot(journal: Journal) -> dict[str, int]:
                     sizes[name] = os.stat(os.path.join(store.directory, name)).st_size
                 except FileNotFoundError:
                     continue
-        return sizes
+        return sizes, held
     finally:
         if held and lock is not None:
             lock.release()
+        if temporary is not None:
+            temporary.close()
 
 
 def _check_checkpoint(
