@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 
@@ -106,3 +108,26 @@ class ForkedJournal(JournalError):
 
 class PermissionProblem(JournalError, PermissionError):
     """A journal file or directory cannot be read or written by this user."""
+
+
+def permission_message(path: str, action: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        parent = os.path.dirname(path)
+        try:
+            st = os.stat(parent)
+            path = parent
+        except OSError:
+            return f"cannot {action} {path}: permission denied"
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except (KeyError, ImportError):
+        owner = str(st.st_uid)
+    return (
+        f"cannot {action} {path}: owned by {owner} with mode {stat.filemode(st.st_mode)} "
+        f"({st.st_mode & 0o777:o}) while running as uid {os.geteuid()}; run as the owner "
+        "or grant access"
+    )

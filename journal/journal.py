@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from journal.errors import (
     JournalClosed,
     JournalError,
     PermissionProblem,
+    permission_message,
 )
 from journal.event import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -315,14 +315,14 @@ class Journal:
                 os.makedirs(directory, mode=dir_mode, exist_ok=True)
             except PermissionError as err:
                 raise PermissionProblem(
-                    _permission_message(directory, "create")
+                    permission_message(directory, "create")
                 ) from err
         if not os.path.isdir(directory):
             raise InvalidArgument(f"{directory} is not a directory")
         need = os.R_OK | os.X_OK | (0 if readonly else os.W_OK)
         if not os.access(directory, need):
             action = "read" if readonly else "write to"
-            raise PermissionProblem(_permission_message(directory, action))
+            raise PermissionProblem(permission_message(directory, action))
         journal = cls(
             directory,
             durability=durability,
@@ -681,7 +681,7 @@ class Journal:
             self._write_fd = os.open(segment.path, os.O_RDWR | os.O_CLOEXEC)
         except PermissionError as err:
             raise PermissionProblem(
-                _permission_message(segment.path, "write to")
+                permission_message(segment.path, "write to")
             ) from err
         self._write_name = segment.name
         self._compressor = codec.Compressor(
@@ -755,24 +755,12 @@ class Journal:
         created_ns = int(self._now().timestamp() * 1e9)
         data = pack_header(first_seq, created_ns, prev_link, self._key_id, dictionary)
         try:
-            fd = os.open(
-                path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode
-            )
-        except FileExistsError:
-            # A writer died between creating this file and writing its header.
-            os.replace(path, f"{path}.torn-0")
-            fd = os.open(
-                path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.file_mode
-            )
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        except OSError:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
-        fsync_directory(self.directory)
+            self._write_new_segment(path, data)
+        except OSError as err:
+            raise JournalError(
+                f"cannot create segment {path}: {err.strerror or err}; nothing of this "
+                "batch was stored; free space (or fix the file system) and append again"
+            ) from err
         index = SegmentIndex(
             name=name,
             first_seq=first_seq,
@@ -790,6 +778,27 @@ class Journal:
         self._samples.clear()
         log.debug("created segment %s (dictionary %d bytes)", path, len(dictionary))
         return segment
+
+    def _write_new_segment(self, path: str, header: bytes) -> None:
+        """Create a segment file holding *header*, durably, or leave no file."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, self.file_mode)
+        except FileExistsError:
+            # A writer died between creating this file and writing its header.
+            os.replace(path, f"{path}.torn-0")
+            fd = os.open(path, flags, self.file_mode)
+        try:
+            view = memoryview(header)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        fsync_directory(self.directory)
 
     def _pwrite(self, segment: Segment, data: bytes) -> None:
         assert self._write_fd is not None
@@ -1238,26 +1247,3 @@ def _matcher(
         return all(getattr(event, field) in options for field, options in checks)
 
     return match
-
-
-def _permission_message(path: str, action: str) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        parent = os.path.dirname(path)
-        try:
-            st = os.stat(parent)
-            path = parent
-        except OSError:
-            return f"cannot {action} {path}: permission denied"
-    try:
-        import pwd
-
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except (KeyError, ImportError):
-        owner = str(st.st_uid)
-    return (
-        f"cannot {action} {path}: owned by {owner} with mode {stat.filemode(st.st_mode)} "
-        f"({st.st_mode & 0o777:o}) while running as uid {os.geteuid()}; run as the owner "
-        "or grant access"
-    )

@@ -18,7 +18,12 @@ import msgspec
 import zstandard
 
 from journal import codec
-from journal.errors import CorruptSegment, SegmentExpired
+from journal.errors import (
+    CorruptSegment,
+    PermissionProblem,
+    SegmentExpired,
+    permission_message,
+)
 from journal.event import AuditEvent
 from journal.index import Block, IndexBuilder, SegmentIndex, load_index, save_index
 from journal.removal import RemovalLog
@@ -400,6 +405,8 @@ class Store:
                 path,
                 0,
             ) from err
+        except PermissionError as err:
+            raise PermissionProblem(permission_message(path, "read")) from err
         self._fds[name] = fd
         while len(self._fds) > MAX_OPEN_SEGMENTS:
             _, old = self._fds.popitem(last=False)
