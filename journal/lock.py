@@ -479,6 +479,9 @@ class _SharedLock:
         self.record: HolderRecord | None = None
         self.lock_fd: int | None = None
         self.lock_identity: tuple[int, int] | None = None
+        # True until the first acquisition on a newly opened lock file, which also
+        # checks the holder record: see WriteLock._lock_file.
+        self.fresh_lock_file = False
         self.holder_fd: int | None = None
         self.record_size = 0
         # Changed only under the registry lock.
@@ -492,6 +495,7 @@ class _SharedLock:
             info = os.fstat(fd)
             self.lock_fd = fd
             self.lock_identity = (info.st_dev, info.st_ino)
+            self.fresh_lock_file = True
         if self.holder_fd is None:
             self.holder_fd = _open_journal_file(self.holder_path, self.file_mode)
         return self.lock_fd
@@ -853,7 +857,18 @@ class WriteLock:
             fd = state.open_files()
             if lock_descriptor(fd, blocking=False):
                 if state.path_still_names_lock_file():
-                    return contended
+                    if not state.fresh_lock_file or not self._held_elsewhere():
+                        state.fresh_lock_file = False
+                        return contended
+                    # The holder record names a live process that never released
+                    # the lock: it holds a lock file that was deleted, and this
+                    # descriptor names its replacement. Wait until it releases.
+                    unlock_descriptor(fd)
+                    contended = True
+                    wait.check(self._read_holder_quietly, in_process=False)
+                    time.sleep(wait.slice(longest=delay))
+                    delay = min(delay * 2, _POLL_MAX)
+                    continue
                 # The file was deleted or replaced while we waited, and we locked
                 # the orphaned inode; a newcomer may hold the file now at the path.
                 logger.warning(
@@ -868,6 +883,16 @@ class WriteLock:
             wait.check(self._read_holder_quietly, in_process=False)
             time.sleep(wait.slice(longest=delay))
             delay = min(delay * 2, _POLL_MAX)
+
+    def _held_elsewhere(self) -> bool:
+        """Return whether the holder record names another live, unreleased holder."""
+        record = self._read_holder_quietly()
+        return (
+            record is not None
+            and record.released_at is None
+            and record.pid != os.getpid()
+            and holder_alive(record)
+        )
 
     def _read_holder_quietly(self) -> HolderRecord | None:
         try:

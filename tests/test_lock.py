@@ -500,12 +500,15 @@ def test_lock_file_removed_while_waiting(journal_dir: Path, tmp_path: Path) -> N
             WORKER_SCRIPT, str(journal_dir), "newcomer", "1.0", str(log)
         )
         expect_line(newcomer, "waiting")
-        expect_line(newcomer, "locked")
-        # The waiter now locks the orphaned inode, which the newcomer no longer uses.
+        # The newcomer locks the new file, but the holder record names the first
+        # process, still alive and unreleased, so it waits for that release.
+        time.sleep(0.5)
+        assert not log.exists() or "newcomer enter" not in log.read_text()
         assert first.stdin is not None
         first.stdin.write("\n")
         first.stdin.flush()
         expect_line(first, "released")
+        # The waiter now locks the orphaned inode and must retry on the new file.
 
         _, waiter_stderr = waiter.communicate(timeout=20)
         newcomer.communicate(timeout=20)
@@ -520,7 +523,12 @@ def test_lock_file_removed_while_waiting(journal_dir: Path, tmp_path: Path) -> N
     for line in log.read_text().splitlines():
         label, event, stamp = line.split()
         times[label, event] = float(stamp)
-    assert times["waiter", "enter"] >= times["newcomer", "exit"]
+    waiter_span = (times["waiter", "enter"], times["waiter", "exit"])
+    newcomer_span = (times["newcomer", "enter"], times["newcomer", "exit"])
+    overlap = min(waiter_span[1], newcomer_span[1]) - max(
+        waiter_span[0], newcomer_span[0]
+    )
+    assert overlap <= 0, f"waiter {waiter_span} and newcomer {newcomer_span} overlap"
     assert "deleted or replaced" in waiter_stderr
     assert (journal_dir / LOCK_FILE).exists()
 
