@@ -977,7 +977,9 @@ class Journal:
                         events = self._store.block_events(segment, block, position)
                     except PartialBlock as err:
                         # Hand out the events before the damage, then raise.
-                        events, damage = err.events, err
+                        damage = err
+                        start = err.first_seq or 0
+                        events = [e for e in err.events if (e.seq or 0) < start]
                 for event in events:
                     assert event.seq is not None
                     if event.seq <= position:
@@ -988,13 +990,7 @@ class Journal:
                         if limit is not None and produced >= limit:
                             return
                 if damage is not None:
-                    raise CorruptSegment(
-                        str(damage),
-                        damage.path,
-                        damage.offset,
-                        damage.first_seq,
-                        damage.last_seq,
-                    )
+                    raise _as_corrupt(damage)
                 position = max(position, block.last_seq)
 
     def recent(
@@ -1024,13 +1020,25 @@ class Journal:
             for block in reversed(list(segment.index.blocks)):
                 if not block.may_contain(wanted):
                     continue
+                damages: list[PartialBlock] = []
                 with self._mutex:
-                    events = self._store.block_events(segment, block)
+                    try:
+                        events = self._store.block_events(segment, block)
+                    except PartialBlock as err:
+                        events, damages = err.events, err.damages
                 for event in reversed(events):
+                    assert event.seq is not None
+                    for damage in damages:
+                        # Reaching an event older than a damaged stretch means
+                        # the newest matching events may be among the damaged.
+                        if event.seq < (damage.first_seq or 0):
+                            raise _as_corrupt(damage)
                     if match is None or match(event):
                         result.append(event)
                         if len(result) >= limit:
                             return result
+                if damages:
+                    raise _as_corrupt(damages[-1])
         return result
 
     def follow(
@@ -1211,6 +1219,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _encode_event = codec.encode_event
+
+
+def _as_corrupt(damage: CorruptSegment) -> CorruptSegment:
+    """Return a plain CorruptSegment (picklable, no event payload) for *damage*."""
+    return CorruptSegment(
+        str(damage), damage.path, damage.offset, damage.first_seq, damage.last_seq
+    )
 
 
 def _small_frames(index: SegmentIndex) -> bool:

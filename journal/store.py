@@ -68,6 +68,8 @@ class PartialBlock(CorruptSegment):
         self.events = events
         #: Offset in the block of the next intact frame, if there is one.
         self.next_pos: int | None = None
+        #: Every damaged stretch of the block that hides seqs after the cursor.
+        self.damages: list[PartialBlock] = [self]
 
 
 class Segment:
@@ -473,7 +475,8 @@ class Store:
             raise CorruptSegment(
                 f"segment {segment.path}: events {block.first_seq}..{block.last_seq} at "
                 f"offset {block.offset} are damaged ({block.damaged}); run `journal "
-                f"verify` for the full report, or resume with after_seq={block.last_seq}",
+                f"verify` for the full report, or resume after it with --after-seq "
+                f"{block.last_seq} (after_seq= in Python)",
                 segment.path,
                 block.offset,
                 block.first_seq,
@@ -483,8 +486,9 @@ class Store:
         buf = os.pread(fd, block.end - block.offset, block.offset)
         decompressor = self.decompressor(segment)
         events: list[AuditEvent] = []
-        pos = 0
+        damages: list[PartialBlock] = []
         stepped_over = False
+        pos = 0
         while pos < len(buf):
             try:
                 frame = frame_from_buffer(buf, pos, block.offset)
@@ -495,17 +499,23 @@ class Store:
             except (Damaged, Incomplete, CorruptSegment) as err:
                 damage = self._damage_in_block(segment, block, buf, pos, events, err)
                 if damage.last_seq is None or damage.last_seq > after_seq:
-                    raise damage from None
+                    damages.append(damage)
+                else:
+                    stepped_over = True
                 if damage.next_pos is None:
                     break
                 pos = damage.next_pos
-                stepped_over = True
                 continue
             pos = frame.end - block.offset
-        if stepped_over:
-            # The count no longer matches the index once damage is stepped over.
-            return events
-        if len(events) != block.count:
+        if damages:
+            # Every intact event of the block travels with the first damage, so a
+            # caller can hand out what precedes it (or, newest first, follows it).
+            first = damages[0]
+            first.events = events
+            first.damages = damages
+            raise first
+        # Damage stepped over (before the cursor) leaves fewer events than indexed.
+        if not stepped_over and len(events) != block.count:
             raise CorruptSegment(
                 f"segment {segment.path}: block at offset {block.offset} contains "
                 f"{len(events)} events, the index records {block.count}",
@@ -555,7 +565,7 @@ class Store:
         damage = PartialBlock(
             f"segment {segment.path}: frame at offset {offset} (events {first}..{last}) "
             f"is damaged: {reason}; run `journal verify` for the full report, or resume "
-            f"with after_seq={last}",
+            f"after it with --after-seq {last} (after_seq= in Python)",
             segment.path,
             offset,
             first,
