@@ -23,6 +23,7 @@ from journal.errors import (
     JournalClosed,
     JournalError,
     PermissionProblem,
+    SegmentExpired,
     permission_message,
 )
 from journal.event import (
@@ -476,6 +477,10 @@ class Journal:
                 "metadata",
             )
         return data
+
+    def check(self, event: AuditEvent) -> None:
+        """Raise :class:`InvalidEvent` if *event* could not be appended; write nothing."""
+        self._encode(event)
 
     def append(self, event: AuditEvent) -> AuditEvent:
         """Validate and store *event*; return it with ``seq`` assigned.
@@ -955,8 +960,13 @@ class Journal:
         match = _matcher(since, until, filters)
         position = after_seq
         produced = 0
-        for segment in self._refresh():
+        segments = self._refresh()
+        expected = self._removed_through() + 1
+        for segment in segments:
             index = segment.index
+            if segment.first_seq > expected and position < segment.first_seq - 1:
+                raise self._missing(expected, segment)
+            expected = max(expected, index.last_seq + 1)
             if index.last_seq <= position or not _segment_may_match(
                 index, since_us, until_us, filters
             ):
@@ -993,6 +1003,23 @@ class Journal:
                     raise _as_corrupt(damage)
                 position = max(position, block.last_seq)
 
+    def _removed_through(self) -> int:
+        """Return the last seq removed by retention (0 when nothing was removed)."""
+        return max((r.last_seq for r in self._store.removals.records()), default=0)
+
+    def _missing(self, first: int, following: Segment) -> CorruptSegment:
+        last = following.first_seq - 1
+        return CorruptSegment(
+            f"events {first}..{last} are missing: no segment before {following.path} "
+            "contains them and retention did not remove them; run `journal verify` for "
+            f"the full report, or resume after them with --after-seq {last} "
+            "(after_seq= in Python)",
+            following.path,
+            0,
+            first,
+            last,
+        )
+
     def recent(
         self,
         limit: int = 20,
@@ -1014,7 +1041,14 @@ class Journal:
         result: list[AuditEvent] = []
         if limit == 0:
             return result
-        for segment in reversed(self._refresh()):
+        segments = self._refresh()
+        for position, segment in enumerate(reversed(segments)):
+            if position:
+                # Moving to an older segment: its events must end where the
+                # newer one starts, or the events between are missing.
+                newer = segments[-position]
+                if newer.first_seq > segment.index.last_seq + 1:
+                    raise self._missing(segment.index.last_seq + 1, newer)
             if not _segment_may_match(segment.index, None, None, filters):
                 continue
             for block in reversed(list(segment.index.blocks)):
@@ -1050,10 +1084,23 @@ class Journal:
         """Yield events as they are appended, like ``tail -f``; never returns by itself.
 
         With ``after_seq=None`` it starts after the newest event present now.
+
+        :raises SegmentExpired: retention removed events after the cursor before
+            they were read; ``next_seq`` is the oldest event left, and following
+            again with ``after_seq=next_seq - 1`` continues from there.
         """
         self._check_usable()
         position = self.last_seq if after_seq is None else after_seq
         while True:
+            removed_through = self._removed_through()
+            if position < removed_through:
+                raise SegmentExpired(
+                    f"retention removed events {position + 1}..{removed_through} of "
+                    f"{self.directory} before they were read; continue with "
+                    f"after_seq={removed_through}",
+                    self.directory,
+                    removed_through + 1,
+                )
             found = False
             for event in self.query(after_seq=position, **filters):  # type: ignore[arg-type]
                 found = True

@@ -13,13 +13,23 @@ import click
 import msgspec
 
 from journal import codec
-from journal.cli.app import EXIT_FAILURE, EXIT_USAGE, cli, echo_json, echo_table, fail
+from journal.cli.app import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    cli,
+    echo_json,
+    echo_table,
+    fail,
+    log_level_chosen,
+)
 from journal.cli.common import (
+    FiniteFloat,
     handle_errors,
     key_option,
     load_key,
     open_existing,
     parse_size,
+    require_journal,
 )
 from journal.errors import CorruptSegment
 from journal.journal import Journal
@@ -406,7 +416,7 @@ def checkpoint(directory: str) -> None:
 )
 @click.option(
     "--days",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(0, 1e6),
     default=None,
     help="Delete segments whose events are all older than this many days.",
 )
@@ -428,7 +438,7 @@ def checkpoint(directory: str) -> None:
 @click.option(
     "--lock-timeout",
     default=None,
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(0, 1e9),
     metavar="SECONDS",
     help="Give up (exit 75) if the write lock is not free within SECONDS "
     "(default: wait as long as it takes).",
@@ -473,12 +483,11 @@ def retention(
             "nothing to enforce: give --days, --max-bytes or --max-segments", EXIT_USAGE
         )
     size_limit = parse_size(max_bytes, "--max-bytes") if max_bytes is not None else None
-    logger = logging.getLogger("journal")
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)
+    if not log_level_chosen():
+        # Retention reports each removal at INFO unless -v/--log-level says else.
+        logging.getLogger("journal").setLevel(logging.INFO)
     with handle_errors():
-        if not os.path.isdir(target):
-            fail(f"{target} is not a journal directory (it does not exist)")
+        require_journal(target)
         with Journal.open(
             target, lock_timeout=lock_timeout, readonly=dry_run
         ) as journal:

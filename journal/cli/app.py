@@ -36,7 +36,17 @@ _handler = _StderrHandler()
 _handler.setFormatter(logging.Formatter("journal: %(levelname)s: %(message)s"))
 
 
+_level_chosen = False
+
+
+def log_level_chosen() -> bool:
+    """Return whether -v or --log-level set the level for this command."""
+    return _level_chosen
+
+
 def _configure_logging(verbose: int, log_level: str | None) -> None:
+    global _level_chosen  # noqa: PLW0603 (set once per command line)
+    _level_chosen = log_level is not None or verbose > 0
     if log_level is not None:
         level = getattr(logging, log_level.upper())
     elif verbose >= 2:

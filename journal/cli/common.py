@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
@@ -25,6 +26,7 @@ from journal.errors import (
 )
 from journal.event import AuditEvent, format_time
 from journal.journal import Journal
+from journal.segment import SEGMENT_NAME_RE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,7 +39,13 @@ def parse_time(value: str, option: str) -> datetime:
     match = _RELATIVE.match(value)
     if match:
         seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
-        return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        try:
+            return datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        except OverflowError:
+            raise click.BadParameter(
+                f"{value!r} reaches before the year 1; use a shorter span",
+                param_hint=option,
+            ) from None
     try:
         parsed = msgspec.json.decode(msgspec.json.encode(value.strip()), type=datetime)
     except msgspec.ValidationError:
@@ -104,6 +112,64 @@ def filters_from(**values: tuple[str, ...]) -> dict[str, list[str]]:
     return {k: list(v) for k, v in values.items() if v}
 
 
+if TYPE_CHECKING:  # click 8.3 and later make ParamType generic
+    _FloatParam = click.ParamType[float, Any]
+else:
+    _FloatParam = click.ParamType
+
+
+class FiniteFloat(_FloatParam):
+    """A float that is finite, at least *minimum* and at most *maximum*."""
+
+    name = "number"
+
+    def __init__(self, minimum: float = 0.0, maximum: float = 1e9) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.minimum <= number <= self.maximum:
+            self.fail(
+                f"{value!r} is not a number between {self.minimum:g} and "
+                f"{self.maximum:g}",
+                param,
+                ctx,
+            )
+        return number
+
+
+def is_journal_directory(directory: str) -> bool:
+    """Return whether *directory* holds a journal (its lock file or a segment)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return os.path.exists(os.path.join(directory, "journal.lock"))
+    return any(
+        name in ("journal.lock", "retention.log") or SEGMENT_NAME_RE.match(name)
+        for name in names
+    )
+
+
+def require_journal(directory: str) -> None:
+    """Exit with a clear error unless *directory* is an existing journal."""
+    if not os.path.isdir(directory):
+        fail(
+            f"{directory} is not a journal directory (it does not exist); create one "
+            "with `journal append` or `journal import`"
+        )
+    if not is_journal_directory(directory):
+        fail(
+            f"{directory} is not a journal directory (it has no journal.lock and no "
+            "segments); check the path"
+        )
+
+
 def open_existing(
     directory: str,
     *,
@@ -112,11 +178,7 @@ def open_existing(
     lock_timeout: float | None = None,
 ) -> Journal:
     """Open a journal that must already exist; exit with a clear error otherwise."""
-    if not os.path.isdir(directory):
-        fail(
-            f"{directory} is not a journal directory (it does not exist); create one "
-            "with `journal append` or `journal import`"
-        )
+    require_journal(directory)
     return Journal.open(
         directory, readonly=readonly, key=key, lock_timeout=lock_timeout
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ import msgspec
 from journal.cli.app import EXIT_FAILURE, EXIT_USAGE, cli, echo_json, echo_table, fail
 from journal.cli.common import (
     EVENT_COLUMNS,
+    FiniteFloat,
     event_row,
     filter_options,
     filters_from,
@@ -22,11 +24,13 @@ from journal.cli.common import (
     open_existing,
     parse_time,
 )
-from journal.errors import InvalidEvent
+from journal.errors import InvalidArgument, InvalidEvent, SegmentExpired
 from journal.event import AuditEvent
 from journal.journal import Journal
 
 IMPORT_BATCH = 1000
+#: Skipped records reported one per line before only the summary counts them.
+MAX_SKIP_LINES = 20
 
 
 def _print_events(events: list[AuditEvent], as_json: bool) -> None:
@@ -72,7 +76,7 @@ def _print_events(events: list[AuditEvent], as_json: bool) -> None:
 @click.option(
     "--lock-timeout",
     default=None,
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(0, 1e9),
     metavar="SECONDS",
     help="Give up (exit 75) if the write lock is not free within SECONDS.",
 )
@@ -113,10 +117,33 @@ def import_command(
                 EXIT_USAGE,
             )
         mapping[field.strip()] = path.strip()
+    # Check every input before the journal directory is created or written.
+    for path in files:
+        if not os.path.isfile(path):
+            state = "is a directory" if os.path.isdir(path) else "does not exist"
+            fail(f"cannot read {path}: it {state}; give log files to import")
+        if not os.access(path, os.R_OK):
+            fail(f"cannot read {path}: permission denied")
     counts: Counter[str] = Counter()
     problems: Counter[str] = Counter()
     warnings: Counter[str] = Counter()
     started = time.monotonic()
+
+    def skip(where: str, reason: str, message: str) -> None:
+        problems[reason] += 1
+        shown = sum(problems.values())
+        if shown <= MAX_SKIP_LINES:
+            click.echo(f"journal: {where}: skipped ({reason}): {message}", err=True)
+        elif shown == MAX_SKIP_LINES + 1:
+            click.echo(
+                "journal: more records skipped; the summary counts them by reason",
+                err=True,
+            )
+        if strict:
+            journal.append_many(batch)
+            counts["imported"] += len(batch)
+            fail(f"{where}: {message}; stopped because of --strict", EXIT_FAILURE)
+
     with (
         handle_errors(),
         Journal.open(
@@ -126,8 +153,16 @@ def import_command(
         batch: list[AuditEvent] = []
         show_progress = sys.stderr.isatty()
         for path in files:
+            if os.path.getsize(path) == 0:
+                # An empty (for example freshly rotated) log holds no records.
+                continue
             try:
-                records = iter_records(path, fmt, year=year, mapping=mapping or None)
+                try:
+                    records = iter_records(
+                        path, fmt, year=year, mapping=mapping or None
+                    )
+                except InvalidArgument as err:
+                    fail(str(err), EXIT_USAGE)
                 for record in records:
                     counts["read"] += 1
                     if show_progress and counts["read"] % 1000 == 0:
@@ -137,24 +172,19 @@ def import_command(
                             nl=False,
                         )
                     if not isinstance(record, ImportedRecord):
-                        problems[record.reason] += 1
-                        click.echo(
-                            f"journal: {record.path}:{record.line}: skipped "
-                            f"({record.reason}): {record.message}",
-                            err=True,
+                        skip(
+                            f"{record.path}:{record.line}",
+                            record.reason,
+                            record.message,
                         )
-                        if strict:
-                            journal.append_many(batch)
-                            counts["imported"] += len(batch)
-                            fail(
-                                f"{record.path}:{record.line}: {record.message}; stopped "
-                                "because of --strict",
-                                EXIT_FAILURE,
-                            )
                         continue
-                    warning = getattr(record, "warning", None)
-                    if warning:
-                        warnings[warning] += 1
+                    try:
+                        journal.check(record.event)
+                    except InvalidEvent as err:
+                        skip(f"{record.path}:{record.line}", "invalid-event", str(err))
+                        continue
+                    if record.warning:
+                        warnings[f"{record.path}:{record.line}: {record.warning}"] += 1
                     batch.append(record.event)
                     if len(batch) >= IMPORT_BATCH:
                         journal.append_many(batch)
@@ -222,7 +252,7 @@ def import_command(
 @click.option(
     "--lock-timeout",
     default=None,
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(0, 1e9),
     metavar="SECONDS",
     help="Give up (exit 75) if the write lock is not free within SECONDS.",
 )
@@ -390,7 +420,7 @@ def query(
     "--interval",
     default=0.5,
     show_default=True,
-    type=click.FloatRange(min=0.01),
+    type=FiniteFloat(0.01, 3600),
     help="Seconds between checks for new events with --follow.",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines, one event per line.")
@@ -414,9 +444,19 @@ def tail(
             return
         position = events[-1].seq if events else journal.last_seq
         try:
-            for event in journal.follow(after_seq=position, poll_interval=interval):
-                _emit(event, as_json)
-                sys.stdout.flush()
+            while True:
+                try:
+                    for event in journal.follow(
+                        after_seq=position, poll_interval=interval
+                    ):
+                        _emit(event, as_json)
+                        sys.stdout.flush()
+                        position = event.seq
+                except SegmentExpired as err:
+                    # Retention removed events before they were printed: say so
+                    # and go on from the oldest event left.
+                    click.echo(f"journal: warning: {err}", err=True)
+                    position = (err.next_seq or 1) - 1
         except KeyboardInterrupt:
             return
 

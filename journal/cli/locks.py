@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from journal.cli.app import EXIT_FAILURE, cli, echo_json, fail
+from journal.cli.common import FiniteFloat
 from journal.debugrun import find_journal_dir, run
 from journal.errors import JournalError
 from journal.lock import (
@@ -126,7 +127,7 @@ def _describe_lock(info: dict[str, Any]) -> list[str]:
 @click.option(
     "--timeout-seconds",
     required=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(0.001, 1e9),
     metavar="SECONDS",
     help="Kill the command's process group after SECONDS (exit code 124).",
 )
@@ -143,7 +144,7 @@ def _describe_lock(info: dict[str, Any]) -> list[str]:
     "--interval",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(0.001, 1e9),
     metavar="SECONDS",
     help="Seconds between checks of the write lock; longer holds are reported.",
 )
@@ -151,7 +152,7 @@ def _describe_lock(info: dict[str, Any]) -> list[str]:
     "--grace",
     default=2.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(0, 1e9),
     metavar="SECONDS",
     help="Seconds between SIGTERM and SIGKILL at the timeout.",
 )
