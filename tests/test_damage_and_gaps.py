@@ -125,9 +125,11 @@ def test_follow_reports_removed_events(tmp_path: Path) -> None:
 def test_self_referencing_metadata_rejected(tmp_path: Path) -> None:
     metadata: dict[str, object] = {}
     metadata["self"] = metadata
-    with Journal.open(tmp_path / "journal") as journal:
-        with pytest.raises(InvalidEvent) as caught:
-            journal.append(AuditEvent(actor="a", action="b", metadata=metadata))
+    with (
+        Journal.open(tmp_path / "journal") as journal,
+        pytest.raises(InvalidEvent) as caught,
+    ):
+        journal.append(AuditEvent(actor="a", action="b", metadata=metadata))
     assert caught.value.field == "metadata"
 
 
