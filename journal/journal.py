@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -38,8 +39,11 @@ from journal.lock import WriteLock
 from journal.segment import (
     FLAG_DICT,
     FLAG_ZSTD,
+    HEADER_FIXED,
     KIND_EVENTS,
     KIND_SEAL,
+    SEGMENT_NAME_RE,
+    SEGMENT_TEMP_SUFFIX,
     SealRecord,
     encode_seal,
     fsync_directory,
@@ -354,6 +358,9 @@ class Journal:
                 return
             newest = segments[-1]
             self._check_key(newest)
+            if not self.readonly:
+                self._remove_stale_temporaries()
+                self._recover_incomplete_creation()
             if self.readonly or newest.index.sealed:
                 return
             size = os.fstat(self._store.fd(newest.name)).st_size
@@ -663,7 +670,10 @@ class Journal:
 
     def _roll_reason(self, segment: Segment) -> str | None:
         index = segment.index
-        if index.covered >= self.segment_max_bytes:
+        if index.count == 0:
+            # An empty segment never rolls: its successor would take its name.
+            return None
+        if index.covered - index.header_len >= self.segment_max_bytes:
             return "size"
         age = self._now().timestamp() - index.created_ns / 1e9
         if age >= self.segment_max_age:
@@ -785,25 +795,94 @@ class Journal:
         return segment
 
     def _write_new_segment(self, path: str, header: bytes) -> None:
-        """Create a segment file holding *header*, durably, or leave no file."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        """Create a segment file holding *header*, durably, or leave no file.
+
+        The header is written and synced under a temporary name and then linked
+        to the segment name, so a crash never leaves a segment with a partial
+        header; ``os.link`` fails rather than replace a segment that exists.
+        """
+        temporary = f"{path}{SEGMENT_TEMP_SUFFIX}{os.getpid()}"
+        fd = os.open(
+            temporary,
+            os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            self.file_mode,
+        )
         try:
-            fd = os.open(path, flags, self.file_mode)
-        except FileExistsError:
-            # A writer died between creating this file and writing its header.
-            os.replace(path, f"{path}.torn-0")
-            fd = os.open(path, flags, self.file_mode)
-        try:
-            view = memoryview(header)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
+            try:
+                view = memoryview(header)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                if not self._move_aside_incomplete(path):
+                    raise JournalError(
+                        f"segment {path} already exists although the journal expected to "
+                        "create it; run `journal verify` and check for another program "
+                        "writing to this directory"
+                    ) from None
+                os.link(temporary, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
         fsync_directory(self.directory)
+
+    def _move_aside_incomplete(self, path: str) -> bool:
+        """Move a segment file shorter than its header aside; return whether it was."""
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return True
+        if size >= HEADER_FIXED:
+            return False
+        side = f"{path}.torn-{time.time_ns()}"
+        os.replace(path, side)
+        log.warning(
+            "segment %s had an incomplete header (%d bytes), left by an interrupted "
+            "creation or truncated by hand; moved it to %s",
+            path,
+            size,
+            side,
+        )
+        return True
+
+    def _recover_incomplete_creation(self) -> None:
+        """Move aside segment files shorter than a header, under the write lock.
+
+        Releases before this one wrote a new segment's header in place, so a
+        crash could leave such a file; it holds no event.
+        """
+        known = {segment.name for segment in self._store.segments}
+        short = []
+        for name in os.listdir(self.directory):
+            if not SEGMENT_NAME_RE.match(name) or name in known:
+                continue
+            try:
+                size = os.stat(os.path.join(self.directory, name)).st_size
+            except FileNotFoundError:
+                continue
+            if size < HEADER_FIXED:
+                short.append(name)
+        if not short:
+            return
+        with self._locked("recovery"):
+            for name in short:
+                self._move_aside_incomplete(os.path.join(self.directory, name))
+            self._store.refresh(writer=True)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete header files left by writers that died while creating a segment."""
+        for name in os.listdir(self.directory):
+            if SEGMENT_TEMP_SUFFIX in name and SEGMENT_NAME_RE.match(
+                name.split(SEGMENT_TEMP_SUFFIX)[0]
+            ):
+                pid = name.rsplit(SEGMENT_TEMP_SUFFIX, 1)[1]
+                if pid.isdigit() and not _process_exists(int(pid)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.directory, name))
 
     def _pwrite(self, segment: Segment, data: bytes) -> None:
         assert self._write_fd is not None
@@ -1273,6 +1352,16 @@ def _as_corrupt(damage: CorruptSegment) -> CorruptSegment:
     return CorruptSegment(
         str(damage), damage.path, damage.offset, damage.first_seq, damage.last_seq
     )
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _small_frames(index: SegmentIndex) -> bool:

@@ -229,6 +229,13 @@ def _run(
                 go, reason = True, f"over max_bytes {max_bytes}"
             else:
                 reason = age_reason
+            if go and position == len(segments) - 1 and segment.index.count == 0:
+                # Its name is the next seq to be written; removing it would make
+                # readers treat the next segment, of the same name, as removed.
+                go, reason = (
+                    False,
+                    "newest segment and empty; the next events go into it",
+                )
             if go and active and not by_age:
                 go, reason = False, "active segment (being written); never deleted"
             if go and active:

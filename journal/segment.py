@@ -22,6 +22,8 @@ FORMAT_VERSION = 1
 SEGMENT_MAGIC = b"AUDJRNL\x00"
 SEGMENT_SUFFIX = ".seg"
 SEGMENT_NAME_RE = re.compile(r"^(\d{20})\.seg$")
+#: A new segment's header is written under ``<name><suffix><pid>`` and then linked.
+SEGMENT_TEMP_SUFFIX = ".new-"
 
 _HEADER = struct.Struct("<8sHHIQq16s8sII")
 HEADER_FIXED = _HEADER.size + 4  # plus the CRC-32C that ends the header
