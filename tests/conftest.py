@@ -88,3 +88,12 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "MANIFEST.tsv").is_file():
         pytest.skip(f"real log data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stress",
+        action="store_true",
+        default=False,
+        help="run the long fault-injection campaigns marked `stress`",
+    )
