@@ -78,8 +78,8 @@ def _check_required_text(name: str, value: object) -> None:
             f"{value!r:.60}",
             name,
         )
-    if not value:
-        raise InvalidEvent(f"invalid event: {name} must not be empty", name)
+    if not value or value.isspace():
+        raise InvalidEvent(f"invalid event: {name} must not be empty or blank", name)
 
 
 def _check_optional_text(name: str, value: object) -> None:
@@ -202,8 +202,10 @@ def validate_event(event: object) -> AuditEvent:
         if (
             type(event.action) is str
             and event.action
+            and not event.action.isspace()
             and type(event.actor) is str
             and event.actor
+            and not event.actor.isspace()
             and (target is None or type(target) is str)
             and type(outcome) is str
             and 0 < len(outcome) <= MAX_OUTCOME_CHARS

@@ -296,7 +296,9 @@ def test_query_bad_since_is_usage_error(runner, filled, value: str) -> None:
 
 def test_tail_human_and_json(runner, filled) -> None:
     human = run_cli(runner, "tail", filled, "-n", "3")
-    assert [int(line.split()[0]) for line in human.stdout.splitlines()] == [58, 59, 60]
+    header, *rows = human.stdout.splitlines()
+    assert header.split()[:2] == ["SEQ", "TIME"]
+    assert [int(line.split()[0]) for line in rows] == [58, 59, 60]
     result = run_cli(runner, "tail", filled, "-n", "4", "--json")
     events = json_lines(result.stdout)
     check_event_lines(events)
@@ -603,7 +605,7 @@ def test_retention_db_path_and_json(runner, filled) -> None:
     assert [d["name"] for d in report["deleted"]] == before[:-2]
     assert sorted(p.name for p in filled.glob("*.seg")) == before[-2:]
     human = run_cli(runner, "retention", filled, "--days", "36500")
-    assert "deleted 0 segment(s)" in human.stderr
+    assert "deleted 0 segment(s)" in human.stdout
     run_cli(runner, "verify", filled)
 
 

@@ -82,7 +82,7 @@ def segments(directory: str, as_json: bool) -> None:
       journal segments ./audit
 
     \b
-    Exit codes: 0 success, 1 not a journal.
+    Exit codes: 0 success, 1 not a journal, 2 usage error.
     """
     with handle_errors(), open_existing(directory) as journal:
         infos = journal.segments()
@@ -134,7 +134,8 @@ def inspect(path: str, show_frames: bool, as_json: bool) -> None:
       journal inspect ./audit/00000000000000000001.seg --frames
 
     \b
-    Exit codes: 0 every frame is intact, 1 a frame or the header is damaged.
+    Exit codes: 0 every frame is intact, 1 a frame or the header is damaged,
+    2 usage error (for example a missing file).
     """
     damaged = 0
     fd = os.open(path, os.O_RDONLY)
@@ -277,7 +278,7 @@ def stats(directory: str, as_json: bool) -> None:
       journal stats ./audit --json
 
     \b
-    Exit codes: 0 success, 1 not a journal.
+    Exit codes: 0 success, 1 not a journal, 2 usage error.
     """
     with handle_errors(), open_existing(directory) as journal:
         data = journal.stats()
@@ -288,7 +289,7 @@ def stats(directory: str, as_json: bool) -> None:
     for key, value in data.items():
         if key in ("bytes", "raw_bytes"):
             value = f"{value} ({_human_bytes(value)})"
-        click.echo(f"{key + ':':<22}{value}")
+        click.echo(f"{key + ':':<22}{'-' if value is None else value}")
     health = (
         "ok"
         if not data["damaged_blocks"]
@@ -397,7 +398,7 @@ def checkpoint(directory: str) -> None:
       journal checkpoint ./audit > /secure/place/head.json
 
     \b
-    Exit codes: 0 success, 1 not a journal.
+    Exit codes: 0 success, 1 not a journal, 2 usage error.
     """
     with handle_errors(), open_existing(directory) as journal:
         echo_json(journal.checkpoint())
@@ -517,6 +518,5 @@ def retention(
         click.echo(
             f"{verb} {len(report.deleted)} segment(s), {report.events_freed} events, "
             f"{report.bytes_freed} bytes; kept {len(report.kept)}; oldest event left "
-            f"{report.oldest_event_left or '-'}",
-            err=True,
+            f"{report.oldest_event_left or '-'}"
         )

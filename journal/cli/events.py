@@ -230,6 +230,23 @@ def import_command(
         )
 
 
+def _meta_value(text: str) -> Any:
+    """Return *text* parsed as JSON when that keeps it exactly, else the text itself.
+
+    ``count=3`` stores the number 3, but ``version=1.10`` stays the string "1.10"
+    and a 30-digit id stays a string, because as JSON they would change.
+    """
+    try:
+        value = msgspec.json.decode(text)
+        if msgspec.json.encode(value).decode() == text.strip() and (
+            not isinstance(value, int) or -(1 << 63) <= value < (1 << 64)
+        ):
+            return value
+    except (msgspec.DecodeError, msgspec.EncodeError):
+        pass
+    return text
+
+
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.option("--actor", required=True, help="Who did it.")
@@ -285,10 +302,7 @@ def append(
         key, sep, value = item.partition("=")
         if not sep or not key:
             fail(f"--meta {item!r} must look like KEY=VALUE", EXIT_USAGE)
-        try:
-            metadata[key] = msgspec.json.decode(value)
-        except msgspec.DecodeError:
-            metadata[key] = value
+        metadata[key] = _meta_value(value)
     with (
         handle_errors(),
         Journal.open(
@@ -434,10 +448,13 @@ def tail(
       journal tail ./audit -f --json
 
     \b
-    Exit codes: 0 success (or interrupted with Ctrl-C), 1 not a journal.
+    Exit codes: 0 success (or interrupted with Ctrl-C), 1 not a journal, 2 usage
+    error.
     """
     with handle_errors(), open_existing(directory) as journal:
         events = list(reversed(journal.recent(count)))
+        if not as_json:
+            click.echo(_tail_line(EVENT_COLUMNS))
         for event in events:
             _emit(event, as_json)
         if not follow:
@@ -461,11 +478,24 @@ def tail(
             return
 
 
+#: Fixed column widths for `tail`, which prints rows as they arrive.
+_TAIL_WIDTHS = (8, 19, 18, 20, 18, 8)
+
+
+def _tail_line(cells: list[str]) -> str:
+    parts = [cells[0].rjust(_TAIL_WIDTHS[0])]
+    parts += [
+        cell.ljust(width)
+        for cell, width in zip(cells[1:], _TAIL_WIDTHS[1:], strict=True)
+    ]
+    return "  ".join(parts).rstrip()
+
+
 def _emit(event: AuditEvent, as_json: bool) -> None:
     if as_json:
         echo_json(event.to_json_dict())
     else:
-        click.echo("  ".join(event_row(event)))
+        click.echo(_tail_line(event_row(event)))
 
 
 @cli.command()
@@ -492,7 +522,7 @@ def export(directory: str, original: bool, after_seq: int) -> None:
       journal export ./audit --original > records.jsonl
 
     \b
-    Exit codes: 0 success, 1 not a journal or damaged data reached.
+    Exit codes: 0 success, 1 not a journal or damaged data reached, 2 usage error.
     """
     missing = 0
     with handle_errors(), open_existing(directory) as journal:
