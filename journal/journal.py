@@ -1302,12 +1302,22 @@ class Journal:
             "time": format_time(self._now()),
         }
 
-    def verify(self, *, checkpoint: dict[str, Any] | None = None) -> VerifyReport:
-        """Read every segment and check checksums, seqs and the hash chain."""
+    def verify(
+        self,
+        *,
+        checkpoint: dict[str, Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Read every segment and check checksums, seqs and the hash chain.
+
+        :param checkpoint: a chain head from :meth:`checkpoint`, stored elsewhere;
+            verification then also proves that nothing up to it was cut off.
+        :param progress: called with (segments done, segments in all).
+        """
         self._check_usable()
         from journal.verify import verify_journal
 
-        return verify_journal(self, checkpoint=checkpoint)
+        return verify_journal(self, checkpoint=checkpoint, progress=progress)
 
     def enforce_retention(
         self,

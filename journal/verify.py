@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -74,9 +75,16 @@ class VerifyReport(msgspec.Struct, kw_only=True):
 
 
 def verify_journal(
-    journal: Journal, *, checkpoint: dict[str, Any] | None = None
+    journal: Journal,
+    *,
+    checkpoint: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
-    """Verify every segment of *journal*; see the module docstring."""
+    """Verify every segment of *journal*; see the module docstring.
+
+    *progress*, when given, is called with (segments done, segments in all)
+    after each segment.
+    """
     store = journal._store
     sizes, locked = _snapshot(journal)
     problems: list[Problem] = []
@@ -119,6 +127,8 @@ def verify_journal(
     links_by_seq: dict[int, set[bytes]] = {}
     head_link = expected_link
     for position, name in enumerate(names):
+        if progress is not None and position:
+            progress(position, len(names))
         path = os.path.join(store.directory, name)
         size = sizes[name]
         last = position == len(names) - 1

@@ -29,6 +29,7 @@ from journal.cli.common import (
     load_key,
     open_existing,
     parse_size,
+    progress_bar,
     require_journal,
 )
 from journal.errors import CorruptSegment
@@ -349,8 +350,12 @@ def verify(
                 f"checkpoint file {checkpoint_file} must hold one JSON object",
                 EXIT_USAGE,
             )
-    with handle_errors(), open_existing(directory, key=load_key(key_file)) as journal:
-        report = journal.verify(checkpoint=checkpoint)
+    with (
+        handle_errors(),
+        open_existing(directory, key=load_key(key_file)) as journal,
+        progress_bar("verifying segments") as advance,
+    ):
+        report = journal.verify(checkpoint=checkpoint, progress=advance)
     if as_json:
         for problem in report.problems:
             echo_json({"type": "problem", **msgspec.to_builtins(problem)})

@@ -144,6 +144,33 @@ class FiniteFloat(_FloatParam):
         return number
 
 
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """Yield a callback (done, total) that draws a progress bar on a terminal.
+
+    The bar goes to stderr and only when stderr is a terminal, so pipes, cron
+    and CI logs stay clean.
+    """
+    if not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    state: dict[str, Any] = {}
+
+    def advance(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            bar.__enter__()
+            state["bar"] = bar
+        bar.update(done - bar.pos)
+
+    try:
+        yield advance
+    finally:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+
 def is_journal_directory(directory: str) -> bool:
     """Return whether *directory* holds a journal (its lock file or a segment)."""
     try:

@@ -23,6 +23,7 @@ from journal.cli.common import (
     load_key,
     open_existing,
     parse_time,
+    progress_bar,
 )
 from journal.errors import InvalidArgument, InvalidEvent, SegmentExpired
 from journal.event import AuditEvent
@@ -528,14 +529,19 @@ def export(directory: str, original: bool, after_seq: int) -> None:
     with handle_errors(), open_existing(directory) as journal:
         out = sys.stdout
         encoder = msgspec.json.Encoder()
-        for event in journal.read(after_seq=after_seq):
-            if original:
-                if "original" not in event.metadata:
-                    missing += 1
-                    continue
-                out.write(encoder.encode(event.metadata["original"]).decode() + "\n")
-            else:
-                out.write(encoder.encode(event.to_json_dict()).decode() + "\n")
+        total = journal.last_seq
+        with progress_bar("exporting events") as advance:
+            for event in journal.read(after_seq=after_seq):
+                if event.seq is not None and event.seq % 1000 == 0:
+                    advance(event.seq - after_seq, max(total - after_seq, 1))
+                if original:
+                    if "original" not in event.metadata:
+                        missing += 1
+                        continue
+                    record = event.metadata["original"]
+                    out.write(encoder.encode(record).decode() + "\n")
+                else:
+                    out.write(encoder.encode(event.to_json_dict()).decode() + "\n")
         out.flush()
     if missing:
         click.echo(
