@@ -373,7 +373,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     build_segments(directory, 3)
     done = journal_cli("retention", str(directory), "--max-segments", "1")
     assert done.returncode == 0, done.stderr
-    assert "deleted 2 segment(s)" in done.stderr
+    assert "deleted 2 segment(s)" in done.stdout
     nothing = journal_cli("retention", str(directory), "--max-segments", "1")
     assert nothing.returncode == 0, nothing.stderr
     assert "deleted 0 segment(s)" in nothing.stderr
