@@ -376,7 +376,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert "deleted 2 segment(s)" in done.stdout
     nothing = journal_cli("retention", str(directory), "--max-segments", "1")
     assert nothing.returncode == 0, nothing.stderr
-    assert "deleted 0 segment(s)" in nothing.stderr
+    assert "deleted 0 segment(s)" in nothing.stdout
     missing = journal_cli("retention", str(tmp_path / "absent"), "--days", "1")
     assert missing.returncode == 1
     assert str(tmp_path / "absent") in missing.stderr
