@@ -1,4 +1,4 @@
-"""Reads around damage and gaps, and CLI guards found by trying the tool by hand."""
+"""Reads around damage and gaps, and the checks the CLI makes on its input."""
 
 from __future__ import annotations
 
