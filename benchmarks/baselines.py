@@ -1,8 +1,9 @@
 """The alternatives journal is compared with, set up as a careful user would.
 
-* SQLite in WAL mode, with ``synchronous=FULL`` (a commit is on stable storage when
-  it returns) or ``NORMAL`` (a commit survives a crash of the process, but WAL mode
-  only syncs at checkpoints, so the last commits can be lost on power failure).
+* SQLite in WAL mode, with ``synchronous=FULL`` or ``NORMAL``. With FULL a commit is
+  on stable storage when it returns. With NORMAL a commit survives a crash of the
+  process, but WAL mode syncs only at checkpoints, so a power failure can lose the
+  last commits.
   One table with ``seq INTEGER PRIMARY KEY`` (the rowid), time as integer
   microseconds, metadata as JSON text, and indexes on time, actor and action.
 * JSON lines written through :class:`logging.FileHandler` with a formatter that
@@ -131,9 +132,14 @@ def recent(conn: sqlite3.Connection, limit: int = 100, actor: str | None = None
 
 
 def since(conn: sqlite3.Connection, since_us: int) -> list[dict[str, Any]]:
-    """Return the events dated at or after *since_us* as dicts, in seq order."""
+    """Return the events dated at or after *since_us* as dicts, oldest first.
+
+    ``ORDER BY time, seq`` follows the time index. With ``ORDER BY seq`` SQLite
+    3.40 scans the whole table in rowid order instead, even after ANALYZE (650 ms
+    in place of a few ms on 1,000,000 events).
+    """
     rows = conn.execute(
-        f"SELECT {COLUMNS} FROM events WHERE time >= ? ORDER BY seq", (since_us,)
+        f"SELECT {COLUMNS} FROM events WHERE time >= ? ORDER BY time, seq", (since_us,)
     ).fetchall()
     return [row_to_dict(r) for r in rows]
 

@@ -14,9 +14,9 @@ and rewrites, in the event and in ``metadata["original"]`` alike:
   auditd ``audit(SECONDS.MS:SERIAL)``).
 
 So sizes and compressibility follow the real records instead of repeating copies.
-Event ``i`` of ``n`` is dated ``SPAN`` before ``END`` plus ``i * SPAN / n`` with up to
-two seconds of jitter, so the last hour holds ``n / 240`` events and ``max_age = 1
-day`` expires 90% of them. ``RARE_ACTOR`` replaces the actor of 0.1% of the events.
+Event ``i`` of ``n`` is dated ``SPAN`` before ``END`` plus ``i * SPAN / n``, with up
+to two seconds of jitter. So the last hour contains ``n / 240`` events, and
+``max_age = 1 day`` expires 90% of them. ``RARE_ACTOR`` replaces the actor of 0.1% of the events.
 Generation is deterministic: the same seed and index give the same event.
 """
 
@@ -40,7 +40,7 @@ from journal import AuditEvent
 from journal.importers import ImportedRecord, iter_records
 
 #: Share of each format in the generated corpus. Host logs (syslog, auditd)
-#: outnumber cloud API records in a typical fleet; the weights are a choice, not a
+#: outnumber cloud API records in a typical fleet. The weights are a choice, not a
 #: measurement, and ``README.md`` reports the resulting average size.
 FORMAT_WEIGHTS = {"syslog": 0.40, "auditd": 0.25, "cloudtrail": 0.20, "k8s": 0.15}
 #: Newest event time of the corpus.
@@ -53,8 +53,8 @@ RARE_SHARE = 0.001
 
 _FIRST = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "nina", "oscar", "peggy", "quinn", "rupert", "sybil", "trent", "ursula", "victor", "walter", "xena", "yusuf", "zoe"]
 _LAST = ["smith", "jones", "brown", "taylor", "wilson", "davies", "evans", "thomas", "johnson", "roberts", "walker", "wright", "robinson", "thompson", "white", "hughes", "edwards", "green", "hall", "wood"]
-# Actor and host tokens that name software rather than a person or machine; they
-# stay as they are so that program names inside log text remain intact.
+# Actor and host tokens that name software rather than a person or machine. They
+# are not rewritten, so program names inside log text stay intact.
 _KEEP_TOKENS = frozenset(
     ["sshd", "su", "sudo", "cron", "crond", "root", "unknown", "system", "kernel", "systemd", "logrotate", "ftpd", "xinetd", "gdm", "kubelet", "admin", "anonymous", "localhost"]
 )

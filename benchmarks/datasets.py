@@ -49,7 +49,7 @@ _generator: corpus_module.Corpus | None = None
 
 @dataclass(frozen=True)
 class Paths:
-    """Where each shared input lives inside the work directory."""
+    """Paths of the shared inputs inside the work directory."""
 
     root: str
 

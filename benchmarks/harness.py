@@ -8,6 +8,7 @@ import platform
 import resource
 import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -192,6 +193,7 @@ def machine() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         pass
     return {
+        "journal_commit": _journal_commit(),
         "cpus": os.cpu_count(),
         "cpu": cpu,
         "memory_gb": memory_gb,
@@ -205,12 +207,25 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _journal_commit() -> str:
+    """Return the git commit of the journal package, marked when journal/ has changes."""
+    package = os.path.dirname(os.path.abspath(journal.__file__))
+    try:
+        commit = subprocess.run(["git", "-C", package, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", package, "status", "--porcelain", "."],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit} with uncommitted changes" if changed else commit
+
+
 def describe_machine(info: dict[str, Any]) -> str:
     """Return the machine description as two lines of text."""
     return (
         f"machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory_gb']} GB RAM, "
         f"{info['os']}, Python {info['python']}\n"
-        f"versions: journal {info['journal']}, msgspec {info['msgspec']}, zstandard "
+        f"versions: journal {info['journal']} (commit {info['journal_commit']}), msgspec {info['msgspec']}, zstandard "
         f"{info['zstandard']}, SQLite {info['sqlite']}; run {info['date']}"
     )
 

@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="also write all results as JSON")
     parser.add_argument("--markdown", action="store_true",
                         help="print the table as GitHub markdown")
+
     parser.add_argument("--workdir", metavar="DIR",
                         help="keep inputs in DIR and reuse them on the next run with the "
                              "same sizes (default: a temporary directory, removed)")
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="directory of real logs with MANIFEST.tsv "
                              "(default: ../shared/data next to the repository)")
     args = parser.parse_args(argv)
+
     unknown = [w for w in args.workloads.split(",") if w and w not in workloads.WORKLOADS]
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from "
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     events = args.events or (20_000 if args.quick else 1_000_000)
     repeat = args.repeat or (3 if args.quick else 5)
-    budget = args.budget if args.budget is not None else (1.0 if args.quick else 60.0)
+    budget = args.budget
+    if budget is None:
+        budget = 1.0 if args.quick else 60.0
     selected = [w for w in args.workloads.split(",") if w] or list(workloads.WORKLOADS)
     info = harness.machine()
     print(harness.describe_machine(info), flush=True)

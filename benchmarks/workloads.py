@@ -74,7 +74,7 @@ class Sizes:
 
 @dataclass
 class Context:
-    """What every workload needs: inputs, sizes, repeat policy and earlier results."""
+    """Inputs, sizes, repeat policy and earlier results shared by the workloads."""
 
     paths: datasets.Paths
     meta: dict[str, Any]
@@ -127,8 +127,8 @@ def _measure(ctx: Context, workload: str, system: str,
 def _set_ratios(rows: list[Row], journal_row: Row, *, by: str = "rate") -> None:
     """Fill in how many times better *journal_row* is than each other row."""
     for row in rows:
-        # Other journal setups are variants, not alternatives; only a full
-        # decode is an alternative way to answer a query.
+        # Other journal setups are variants, not alternatives. Only a full
+        # decode is another way to run the same query.
         if row is journal_row or (row.system.startswith("journal")
                                   and "full decode" not in row.system):
             continue
@@ -511,10 +511,11 @@ def _timed_calls(ctx: Context, call: Callable[[], Any], count: int) -> dict[str,
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    return {"ops": times, "latencies": times, "rates": [1 / harness.median(times)]}
+    return {"ops": times, "latencies": times, "rates": [1 / harness.median(times)],
+            "runs": len(times)}
 
 
-def _journal_calls(ctx: Context, path: str, what: str, events: int) -> dict[str, Any]:
+def _journal_calls(ctx: Context, path: str, query: str, events: int) -> dict[str, Any]:
     journal = Journal.open(path, readonly=True)
     since = corpus_module.END - timedelta(hours=1)
     calls: dict[str, Callable[[], Any]] = {
@@ -522,14 +523,14 @@ def _journal_calls(ctx: Context, path: str, what: str, events: int) -> dict[str,
         "recent-actor": lambda: journal.recent(RECENT, actor=corpus_module.RARE_ACTOR),
         "query-hour": lambda: list(journal.query(since=since)),
     }
-    result = _timed_calls(ctx, calls[what], ctx.sizes.queries)
-    result["extra"] = {"returned": len(calls[what]())}
+    result = _timed_calls(ctx, calls[query], ctx.sizes.queries)
+    result["extra"] = {"returned": len(calls[query]())}
     result["events"] = events
     journal.close()
     return result
 
 
-def _sqlite_calls(ctx: Context, path: str, what: str, events: int) -> dict[str, Any]:
+def _sqlite_calls(ctx: Context, path: str, query: str, events: int) -> dict[str, Any]:
     conn = sqlite3.connect(path)
     since_us = baselines.micros(corpus_module.END - timedelta(hours=1))
     calls: dict[str, Callable[[], Any]] = {
@@ -537,28 +538,28 @@ def _sqlite_calls(ctx: Context, path: str, what: str, events: int) -> dict[str, 
         "recent-actor": lambda: baselines.recent(conn, RECENT, corpus_module.RARE_ACTOR),
         "query-hour": lambda: baselines.since(conn, since_us),
     }
-    result = _timed_calls(ctx, calls[what], ctx.sizes.queries)
-    result["extra"] = {"returned": len(calls[what]())}
+    result = _timed_calls(ctx, calls[query], ctx.sizes.queries)
+    result["extra"] = {"returned": len(calls[query]())}
     result["events"] = events
     conn.close()
     return result
 
 
-def _full_decode(ctx: Context, path: str, what: str, events: int) -> dict[str, Any]:
-    """Answer the question by decoding every event of the journal in Python."""
+def _full_decode(ctx: Context, path: str, query: str, events: int) -> dict[str, Any]:
+    """Run *query* by decoding every event of the journal and filtering in Python."""
     journal = Journal.open(path, readonly=True)
     since = corpus_module.END - timedelta(hours=1)
     times: list[float] = []
     harness.reset_peak_rss()
     for _ in Budget(ctx.repeat, ctx.budget):
         started = time.perf_counter()
-        if what == "query-hour":
+        if query == "query-hour":
             found: Any = [e for e in journal.read() if e.time >= since]
         else:
-            wanted = corpus_module.RARE_ACTOR if what == "recent-actor" else None
+            actor = corpus_module.RARE_ACTOR if query == "recent-actor" else None
             found = deque(maxlen=RECENT)
             for event in journal.read():
-                if wanted is None or event.actor == wanted:
+                if actor is None or event.actor == actor:
                     found.append(event)
         times.append(time.perf_counter() - started)
     journal.close()
@@ -602,7 +603,7 @@ def _fresh_processes(ctx: Context, code: str, path: str, runs: int,
     extra = {key: harness.median([s[key] for s in samples]) * 1000
              for key in samples[0] if key != "returned"}
     return {"ops": totals, "latencies": totals, "rates": [1 / harness.median(totals)],
-            "events": events, "extra": {"median_ms": extra},
+            "runs": runs, "events": events, "extra": {"median_ms": extra},
             "note": "open + first call in a new process"}
 
 
@@ -747,6 +748,7 @@ def _open_objects(ctx: Context, path: str, runs: int) -> dict[str, Any]:
         times.append(time.perf_counter() - started)
         journal.close()
     return {"ops": times, "latencies": times, "rates": [1 / harness.median(times)],
+            "runs": runs,
             "events": ctx.meta["open"]["segments"] * ctx.meta["open"]["per_segment"]}
 
 
@@ -807,8 +809,8 @@ WORKLOADS: dict[str, Callable[[Context], list[Row]]] = {
 # -- targets ----------------------------------------------------------------------
 
 
-def _verdict(ok: bool, shown: str) -> str:
-    return f"{'PASS' if ok else 'FAIL'} ({shown})"
+def _verdict(passed: bool, measured: str) -> str:
+    return f"{'PASS' if passed else 'FAIL'} ({measured})"
 
 
 def judge(rows: list[Row]) -> None:
@@ -818,8 +820,8 @@ def judge(rows: list[Row]) -> None:
             continue
         verdicts = []
         if row.target.startswith("journal ≥") and row.ratio is not None:
-            wanted = float(row.target.split("≥")[1].split("×")[0])
-            verdicts.append(_verdict(row.ratio >= wanted, f"{row.ratio:.2f}×"))
+            required = float(row.target.split("≥")[1].split("×")[0])
+            verdicts.append(_verdict(row.ratio >= required, f"{row.ratio:.2f}×"))
         elif row.target.startswith("≥ 5×"):
             reference = row.extra.get("reference_rate")
             if reference and row.rate:
@@ -842,9 +844,9 @@ def judge(rows: list[Row]) -> None:
         elif row.target.startswith("≤ 1/4 of jsonl"):
             by_system = {r.system: r for r in rows if r.workload == "size"}
             mine = row.bytes_per_event or 0.0
-            for name, wanted in (("jsonl", 4.0), ("sqlite", 5.0)):
+            for name, required in (("jsonl", 4.0), ("sqlite", 5.0)):
                 other = by_system.get(name)
                 if other and other.bytes_per_event and mine:
                     factor = other.bytes_per_event / mine
-                    verdicts.append(_verdict(factor >= wanted, f"1/{factor:.1f}"))
+                    verdicts.append(_verdict(factor >= required, f"1/{factor:.1f}"))
         row.result = "; ".join(verdicts)
