@@ -13,8 +13,6 @@ from journal.event import AuditEvent
 DEFAULT_LEVEL = 3
 #: Size of a trained dictionary in bytes.
 DICT_SIZE = 100 * 1024
-#: Minimum compression level for frames compressed against the dictionary.
-DICT_LEVEL = 9
 #: Frames with fewer events than this are compressed against the dictionary.
 DICT_MAX_EVENTS = 32
 
@@ -54,17 +52,13 @@ class Compressor:
 
     def __init__(self, level: int, dictionary: bytes = b"") -> None:
         self.dictionary = dictionary
-        # Frames compressed against the dictionary hold a few events each, so a
-        # higher level costs microseconds per append and saves about a tenth of
-        # their size (measured on the sample logs, zstd 1.5).
-        dict_level = max(level, DICT_LEVEL)
         self._plain = zstandard.ZstdCompressor(level=level, write_checksum=False)
         self._with_dict: zstandard.ZstdCompressor | None = None
         if dictionary:
             zdict = zstandard.ZstdCompressionDict(dictionary)
             # The segment header names the dictionary, so frames omit its id.
             self._with_dict = zstandard.ZstdCompressor(
-                level=dict_level,
+                level=level,
                 dict_data=zdict,
                 write_dict_id=False,
                 write_checksum=False,

@@ -67,8 +67,13 @@ DURABILITY_MODES: tuple[str, ...] = ("fsync", "flush", "batch")
 DEFAULT_SEGMENT_MAX_BYTES = 16 << 20
 #: Default segment age that triggers a roll.
 DEFAULT_SEGMENT_MAX_AGE = timedelta(days=1)
-#: A frame takes events until its uncompressed payload reaches this size.
-FRAME_TARGET_RAW = 1 << 20
+#: A frame takes events until its uncompressed payload reaches this size. Larger
+#: frames compress a little better (about 150 bytes per event of the benchmark
+#: corpus at 1 MiB against 190 at 128 KiB) but make ``recent`` and filtered reads
+#: decompress more than they return.
+FRAME_TARGET_RAW = 128 << 10
+#: Largest ``max_event_bytes`` accepted: half the largest frame a reader accepts.
+MAX_EVENT_BYTES_LIMIT = 32 << 20
 #: In ``batch`` mode the buffer is written once it contains this many bytes.
 BATCH_MAX_BYTES = 1 << 20
 #: The active index is stored again after the segment grew by this much.
@@ -300,10 +305,10 @@ class Journal:
             raise InvalidArgument(
                 f"max_event_bytes must be an int of at least 256, got {max_event_bytes!r}"
             )
-        if max_event_bytes > FRAME_TARGET_RAW * 32:
+        if max_event_bytes > MAX_EVENT_BYTES_LIMIT:
             raise InvalidArgument(
                 f"max_event_bytes {max_event_bytes} is above the limit of "
-                f"{FRAME_TARGET_RAW * 32} bytes"
+                f"{MAX_EVENT_BYTES_LIMIT} bytes"
             )
         if not 1 <= compression_level <= 22:
             raise InvalidArgument(
@@ -618,11 +623,7 @@ class Journal:
                 if group.error is not None:
                     raise group.error
                 return
-        for round_number in range(_LEADER_ROUNDS):
-            if round_number:
-                # Callers woken by the last round need the GIL to queue their next
-                # events; yielding it here lets this round carry them too.
-                time.sleep(0)
+        for _ in range(_LEADER_ROUNDS):
             with self._cond:
                 groups, self._queue = self._queue, []
             if not groups:
