@@ -116,9 +116,12 @@ class _Group:
         self.items = items
         self.error: BaseException | None = None
         self.lead = False  # set when this caller must take over as leader
-        self.wake = threading.Event()
+        # Created only for callers that wait for a leader, under the queue lock.
+        self.wake: threading.Event | None = None
 
 
+#: Longest a group-commit leader waits for woken callers to queue again.
+_GATHER_SECONDS = 0.0002
 #: A leader writes at most this many rounds of queued groups before it hands
 #: leadership to the oldest waiting caller, so that its own caller returns.
 _LEADER_ROUNDS = 8
@@ -242,6 +245,7 @@ class Journal:
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Group] = []
         self._leader = False
+        self._active = 0  # callers inside _commit, leader included
         # Batch mode buffer and its background flusher.
         self._buffer: list[tuple[AuditEvent, bytes]] = []
         self._buffer_bytes = 0
@@ -614,17 +618,40 @@ class Journal:
         event until a leader has written their group, or asks them to lead.
         """
         with self._cond:
+            self._active += 1
             self._queue.append(group)
             follow = self._leader
             self._leader = True
-        if follow:
-            group.wake.wait()
-            if not group.lead:
-                if group.error is not None:
-                    raise group.error
-                return
-        for _ in range(_LEADER_ROUNDS):
+            if follow:
+                group.wake = threading.Event()
+                self._cond.notify()
+        try:
+            if follow:
+                assert group.wake is not None
+                group.wake.wait()
+                if not group.lead:
+                    if group.error is not None:
+                        raise group.error
+                    return
+            self._lead(group)
+        finally:
             with self._cond:
+                self._active -= 1
+        if group.error is not None:
+            raise group.error
+
+    def _lead(self, group: _Group) -> None:
+        for round_number in range(_LEADER_ROUNDS):
+            with self._cond:
+                if round_number:
+                    # Callers just woken by the previous round queue their next
+                    # events within microseconds; waiting briefly for them makes
+                    # one fsync cover all of them instead of alternating between
+                    # a small and a large round.
+                    self._cond.wait_for(
+                        lambda: len(self._queue) >= self._active - 1,
+                        timeout=_GATHER_SECONDS,
+                    )
                 groups, self._queue = self._queue, []
             if not groups:
                 break
@@ -638,18 +665,17 @@ class Journal:
             for g in groups:
                 g.error = error
                 g.lead = False
-                if g is not group:
+                if g is not group and g.wake is not None:
                     g.wake.set()
         with self._cond:
             if self._queue:
                 # Hand over to the oldest waiting caller instead of writing forever.
                 successor = self._queue[0]
                 successor.lead = True
+                assert successor.wake is not None
                 successor.wake.set()
             else:
                 self._leader = False
-        if group.error is not None:
-            raise group.error
 
     # -- writing (caller holds the lock and the mutex) -------------------------
 
