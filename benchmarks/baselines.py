@@ -63,7 +63,9 @@ def connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
     and batches use explicit ``BEGIN IMMEDIATE`` / ``COMMIT``. The busy timeout of
     60 s lets connections of other threads or processes wait for the write lock.
     """
-    conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=60, isolation_level=None, check_same_thread=False
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.executescript(SCHEMA)
@@ -116,8 +118,9 @@ def row_to_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def recent(conn: sqlite3.Connection, limit: int = 100, actor: str | None = None
-           ) -> list[dict[str, Any]]:
+def recent(
+    conn: sqlite3.Connection, limit: int = 100, actor: str | None = None
+) -> list[dict[str, Any]]:
     """Return the newest *limit* events (optionally of one actor) as dicts, newest first."""
     if actor is None:
         rows = conn.execute(

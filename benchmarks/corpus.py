@@ -51,15 +51,93 @@ SPAN = timedelta(days=10)
 RARE_ACTOR = "auditor.rare"
 RARE_SHARE = 0.001
 
-_FIRST = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "nina", "oscar", "peggy", "quinn", "rupert", "sybil", "trent", "ursula", "victor", "walter", "xena", "yusuf", "zoe"]
-_LAST = ["smith", "jones", "brown", "taylor", "wilson", "davies", "evans", "thomas", "johnson", "roberts", "walker", "wright", "robinson", "thompson", "white", "hughes", "edwards", "green", "hall", "wood"]
+_FIRST = [
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "nina",
+    "oscar",
+    "peggy",
+    "quinn",
+    "rupert",
+    "sybil",
+    "trent",
+    "ursula",
+    "victor",
+    "walter",
+    "xena",
+    "yusuf",
+    "zoe",
+]
+_LAST = [
+    "smith",
+    "jones",
+    "brown",
+    "taylor",
+    "wilson",
+    "davies",
+    "evans",
+    "thomas",
+    "johnson",
+    "roberts",
+    "walker",
+    "wright",
+    "robinson",
+    "thompson",
+    "white",
+    "hughes",
+    "edwards",
+    "green",
+    "hall",
+    "wood",
+]
 # Actor and host tokens that name software rather than a person or machine. They
 # are not rewritten, so program names inside log text stay intact.
 _KEEP_TOKENS = frozenset(
-    ["sshd", "su", "sudo", "cron", "crond", "root", "unknown", "system", "kernel", "systemd", "logrotate", "ftpd", "xinetd", "gdm", "kubelet", "admin", "anonymous", "localhost"]
+    [
+        "sshd",
+        "su",
+        "sudo",
+        "cron",
+        "crond",
+        "root",
+        "unknown",
+        "system",
+        "kernel",
+        "systemd",
+        "logrotate",
+        "ftpd",
+        "xinetd",
+        "gdm",
+        "kubelet",
+        "admin",
+        "anonymous",
+        "localhost",
+    ]
 )
 
-_SYSLOG_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_SYSLOG_MONTHS = [
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+]
 _FORMAT_NAMES = frozenset(FORMAT_WEIGHTS)
 _PATTERN = (
     r"(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
@@ -89,7 +167,9 @@ class Template:
 
 
 @functools.cache
-def _compile(user: str | None, host: str | None, resource: str | None) -> re.Pattern[str]:
+def _compile(
+    user: str | None, host: str | None, resource: str | None
+) -> re.Pattern[str]:
     tokens = [
         f"(?P<{name}>{re.escape(token)})"
         for name, token in (("user", user), ("host", host), ("resource", resource))
@@ -98,7 +178,9 @@ def _compile(user: str | None, host: str | None, resource: str | None) -> re.Pat
     return re.compile("|".join([*tokens, _PATTERN]))
 
 
-def _split(text: str, user: str | None, host: str | None, resource: str | None) -> Template:
+def _split(
+    text: str, user: str | None, host: str | None, resource: str | None
+) -> Template:
     """Find every rewritable part of *text* once, so generation only joins strings."""
     pattern = _compile(user, host, resource)
     parts: list[Part] = []
@@ -132,7 +214,12 @@ def _last_token(value: str | None) -> str | None:
     if not value:
         return None
     token = re.split(r"[/:]", value)[-1]
-    if len(token) < 4 or token.isdigit() or token in _KEEP_TOKENS or token in _FORMAT_NAMES:
+    if (
+        len(token) < 4
+        or token.isdigit()
+        or token in _KEEP_TOKENS
+        or token in _FORMAT_NAMES
+    ):
         return None
     return token
 
@@ -174,7 +261,9 @@ class _Pool:
 
     def __init__(self, values: list[str]) -> None:
         self.values = values
-        self._cumulative = list(itertools.accumulate(1.0 / (k + 1) for k in range(len(values))))
+        self._cumulative = list(
+            itertools.accumulate(1.0 / (k + 1) for k in range(len(values)))
+        )
 
     def pick(self, rng: random.Random) -> str:
         x = rng.random() * self._cumulative[-1]
@@ -193,17 +282,29 @@ class Corpus:
         pools = random.Random(seed)
         self._formats = list(FORMAT_WEIGHTS)
         self._format_cumulative = list(itertools.accumulate(FORMAT_WEIGHTS.values()))
-        self._users = _Pool([
-            f"{pools.choice(_FIRST)}.{pools.choice(_LAST)}{pools.randint(1, 99)}"
-            for _ in range(2000)
-        ])
-        self._hosts = _Pool([f"{pools.choice(['web', 'db', 'app', 'k8s-node', 'bastion'])}-"
-                             f"{pools.randint(1, 400):03d}" for _ in range(50)])
+        self._users = _Pool(
+            [
+                f"{pools.choice(_FIRST)}.{pools.choice(_LAST)}{pools.randint(1, 99)}"
+                for _ in range(2000)
+            ]
+        )
+        self._hosts = _Pool(
+            [
+                f"{pools.choice(['web', 'db', 'app', 'k8s-node', 'bastion'])}-"
+                f"{pools.randint(1, 400):03d}"
+                for _ in range(50)
+            ]
+        )
         self._ips = _Pool([_random_ip(pools) for _ in range(5000)])
-        self._suffixes = _Pool([
-            "".join(pools.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(5))
-            for _ in range(5000)
-        ])
+        self._suffixes = _Pool(
+            [
+                "".join(
+                    pools.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                    for _ in range(5)
+                )
+                for _ in range(5000)
+            ]
+        )
         self.seed = seed
 
     def event(self, index: int, total: int) -> AuditEvent:
@@ -224,7 +325,9 @@ class Corpus:
             event.actor = RARE_ACTOR
         return event
 
-    def events(self, count: int, start: int = 0, total: int | None = None) -> list[AuditEvent]:
+    def events(
+        self, count: int, start: int = 0, total: int | None = None
+    ) -> list[AuditEvent]:
         """Return events ``start .. start + count - 1`` of a corpus of *total* events."""
         total = total or (start + count)
         return [self.event(i, total) for i in range(start, start + count)]
@@ -238,8 +341,9 @@ class Corpus:
 class _Rewriter:
     """Rewrite the variable parts of one event; equal old values get equal new ones."""
 
-    def __init__(self, rng: random.Random, moment: datetime, index: int,
-                 corpus: Corpus) -> None:
+    def __init__(
+        self, rng: random.Random, moment: datetime, index: int, corpus: Corpus
+    ) -> None:
         self.rng = rng
         self.moment = moment
         self.serial = 1000 + index
@@ -268,8 +372,9 @@ class _Rewriter:
         elif make == "resource":
             new = f"{old}-{self.corpus._suffixes.pick(rng)}"
         else:
-            new = "ASIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-                                   for _ in range(16))
+            new = "ASIA" + "".join(
+                rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)
+            )
         self.seen[old] = new
         return new
 
@@ -283,7 +388,9 @@ class _Rewriter:
         if kind == "stamp":
             return f"{moment.timestamp():.3f}:{self.serial}"
         if kind == "syslog":
-            return f"{_SYSLOG_MONTHS[moment.month - 1]} {moment.day:2d} {moment:%H:%M:%S}"
+            return (
+                f"{_SYSLOG_MONTHS[moment.month - 1]} {moment.day:2d} {moment:%H:%M:%S}"
+            )
         if kind == "pidkey":
             prefix, pid = detail  # type: ignore[misc]
             return prefix + self._same("pid" + pid, "pid")
@@ -296,8 +403,18 @@ class _Rewriter:
         return text
 
 
-_ACTIONS = ("user.login", "user.logout", "file.read", "file.write", "file.delete",
-            "role.grant", "role.revoke", "token.issue", "config.change", "export.run")
+_ACTIONS = (
+    "user.login",
+    "user.logout",
+    "file.read",
+    "file.write",
+    "file.delete",
+    "role.grant",
+    "role.revoke",
+    "token.issue",
+    "config.change",
+    "export.run",
+)
 
 
 def small_event(rng: random.Random, users: list[str]) -> AuditEvent:

@@ -111,7 +111,9 @@ class _ImportWriter:
         if not self.cloudtrail:
             return
         self.cloudtrail_files += 1
-        name = os.path.join(self.directory, f"cloudtrail-{self.cloudtrail_files:05d}.json")
+        name = os.path.join(
+            self.directory, f"cloudtrail-{self.cloudtrail_files:05d}.json"
+        )
         with open(name, "wb") as fh:
             fh.write(msgspec.json.encode({"Records": self.cloudtrail}))
         self.cloudtrail = []
@@ -127,8 +129,9 @@ def import_files(paths: Paths) -> list[str]:
     return sorted(os.path.join(paths.imports, n) for n in os.listdir(paths.imports))
 
 
-def build_corpus_data(generator: corpus_module.Corpus, paths: Paths, total: int,
-                      single: int) -> dict[str, Any]:
+def build_corpus_data(
+    generator: corpus_module.Corpus, paths: Paths, total: int, single: int
+) -> dict[str, Any]:
     """Build every corpus-based input in one pass; return their sizes and counts."""
     # The generator process of the pool is forked from here and reads this.
     global _generator  # noqa: PLW0603
@@ -149,11 +152,17 @@ def build_corpus_data(generator: corpus_module.Corpus, paths: Paths, total: int,
     sqlite_tenth = baselines.connect(paths.sqlite_tenth, "NORMAL")
     imports = _ImportWriter(paths.imports)
     json_bytes = 0
-    steps = [(start, min(CHUNK, total - start), total) for start in range(0, total, CHUNK)]
+    steps = [
+        (start, min(CHUNK, total - start), total) for start in range(0, total, CHUNK)
+    ]
     # A second process generates the next chunks while this one writes them.
-    with multiprocessing.get_context("fork").Pool(1) as pool, \
-            open(paths.jsonl, "wb") as jsonl:
-        for (start, count, _), encoded in zip(steps, pool.imap(_generate, steps), strict=True):
+    with (
+        multiprocessing.get_context("fork").Pool(1) as pool,
+        open(paths.jsonl, "wb") as jsonl,
+    ):
+        for (start, count, _), encoded in zip(
+            steps, pool.imap(_generate, steps), strict=True
+        ):
             chunk = _event_list.decode(encoded)
             for event in chunk:
                 line = baselines.json_line(event)
@@ -164,11 +173,14 @@ def build_corpus_data(generator: corpus_module.Corpus, paths: Paths, total: int,
             if retention is None:
                 # Size the retention segments from the compressed size of this chunk.
                 per_event = harness.directory_bytes(paths.main) / count
-                segment_bytes = max(16 << 10, int(per_event * total / RETENTION_SEGMENTS))
+                segment_bytes = max(
+                    16 << 10, int(per_event * total / RETENTION_SEGMENTS)
+                )
                 per_segment = max(8, int(segment_bytes / per_event))
                 retention_batch = max(8, per_segment // 4)
-                retention = Journal.open(paths.retention, durability="flush",
-                                         segment_max_bytes=segment_bytes)
+                retention = Journal.open(
+                    paths.retention, durability="flush", segment_max_bytes=segment_bytes
+                )
             copies = corpus_module.fresh(chunk)
             for at in range(0, count, retention_batch):
                 retention.append_many(copies[at : at + retention_batch])
@@ -212,22 +224,39 @@ def build_open_journal(paths: Paths, per_segment: int) -> dict[str, Any]:
     users = [f"user{k:04d}" for k in range(500)]
     # Each append_many call fills one segment: the roll to a new segment happens
     # before a write once the active one reached segment_max_bytes.
-    with Journal.open(paths.open, durability="flush", segment_max_bytes=4096) as journal:
+    with Journal.open(
+        paths.open, durability="flush", segment_max_bytes=4096
+    ) as journal:
         count = 0
         while count < OPEN_SEGMENTS:
             for _ in range(OPEN_SEGMENTS - count):
-                journal.append_many([corpus_module.small_event(rng, users)
-                                     for _ in range(per_segment)])
+                journal.append_many(
+                    [corpus_module.small_event(rng, users) for _ in range(per_segment)]
+                )
             count = len(journal.segments())
-    return {"segments": count, "per_segment": per_segment,
-            "bytes": harness.directory_bytes(paths.open)}
+    return {
+        "segments": count,
+        "per_segment": per_segment,
+        "bytes": harness.directory_bytes(paths.open),
+    }
 
 
-def ensure(generator: corpus_module.Corpus, paths: Paths, total: int, single: int,
-           open_per_segment: int, log: Any) -> dict[str, Any]:
+def ensure(
+    generator: corpus_module.Corpus,
+    paths: Paths,
+    total: int,
+    single: int,
+    open_per_segment: int,
+    log: Any,
+) -> dict[str, Any]:
     """Build the shared inputs unless the work directory has them for these sizes."""
-    wanted = {"layout": LAYOUT, "events": total, "single": single,
-              "open_per_segment": open_per_segment, "seed": generator.seed}
+    wanted = {
+        "layout": LAYOUT,
+        "events": total,
+        "single": single,
+        "open_per_segment": open_per_segment,
+        "seed": generator.seed,
+    }
     if os.path.exists(paths.meta):
         with open(paths.meta, "rb") as fh:
             meta = msgspec.json.decode(fh.read())
@@ -235,8 +264,10 @@ def ensure(generator: corpus_module.Corpus, paths: Paths, total: int, single: in
             log(f"reusing the inputs in {paths.root}")
             return meta
     os.makedirs(paths.root, exist_ok=True)
-    log(f"building inputs for {total:,} events and a journal of {OPEN_SEGMENTS} "
-        f"segments in {paths.root} (not timed)")
+    log(
+        f"building inputs for {total:,} events and a journal of {OPEN_SEGMENTS} "
+        f"segments in {paths.root} (not timed)"
+    )
     # Both builders run at once; nothing is timed while they run.
     builder = harness.Child(build_open_journal, paths, open_per_segment)
     data, _ = harness.in_child(build_corpus_data, generator, paths, total, single)

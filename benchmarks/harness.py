@@ -211,10 +211,18 @@ def _journal_commit() -> str:
     """Return the git commit of the journal package, marked when journal/ has changes."""
     package = os.path.dirname(os.path.abspath(journal.__file__))
     try:
-        commit = subprocess.run(["git", "-C", package, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", package, "status", "--porcelain", "."],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", package, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", package, "status", "--porcelain", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit} with uncommitted changes" if changed else commit
@@ -230,8 +238,19 @@ def describe_machine(info: dict[str, Any]) -> str:
     )
 
 
-COLUMNS = ("workload", "system", "events", "events/s", "median ms", "p95 ms",
-           "bytes/event", "peak RSS MB", "journal ×", "target", "result")
+COLUMNS = (
+    "workload",
+    "system",
+    "events",
+    "events/s",
+    "median ms",
+    "p95 ms",
+    "bytes/event",
+    "peak RSS MB",
+    "journal ×",
+    "target",
+    "result",
+)
 
 
 def _number(value: float | None, digits: int = 0) -> str:
@@ -285,14 +304,17 @@ def markdown_table(rows: list[Row]) -> str:
     align = ["---", "---"] + ["---:"] * 7 + ["---", "---"]
     lines = ["| " + " | ".join(COLUMNS) + " |", "| " + " | ".join(align) + " |"]
     for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(row)) + " |")
+        lines.append(
+            "| " + " | ".join(c.replace("|", "\\|") for c in cells(row)) + " |"
+        )
     return "\n".join(lines)
 
 
 def as_json(rows: list[Row], info: dict[str, Any], options: dict[str, Any]) -> bytes:
     """Return the machine, the options and every row as JSON."""
     return msgspec.json.format(
-        msgspec.json.encode({"machine": info, "options": options,
-                             "rows": [asdict(r) for r in rows]}),
+        msgspec.json.encode(
+            {"machine": info, "options": options, "rows": [asdict(r) for r in rows]}
+        ),
         indent=2,
     )

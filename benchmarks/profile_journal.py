@@ -66,8 +66,9 @@ def _profile_threads(journal: Journal, events: list[AuditEvent]) -> pstats.Stats
     return stats
 
 
-def _write_scenario(name: str, count: int, directory: str) -> tuple[Callable[[], object],
-                                                                    Journal]:
+def _write_scenario(
+    name: str, count: int, directory: str
+) -> tuple[Callable[[], object], Journal]:
     kind = "small" if name.endswith("-small") else "corpus"
     events = _events(kind, count)
     if name.startswith("batch"):
@@ -93,8 +94,9 @@ def _read_scenario(name: str, path: str, calls: int) -> Callable[[], object]:
         journal.recent(100)
         return lambda: [journal.recent(100) for _ in range(calls)]
     if name == "recent-actor":
-        return lambda: [journal.recent(100, actor=corpus_module.RARE_ACTOR)
-                        for _ in range(calls)]
+        return lambda: [
+            journal.recent(100, actor=corpus_module.RARE_ACTOR) for _ in range(calls)
+        ]
     if name == "query-hour":
         return lambda: [list(journal.query(since=since)) for _ in range(calls)]
     if name == "scan":
@@ -104,20 +106,36 @@ def _read_scenario(name: str, path: str, calls: int) -> Callable[[], object]:
     raise ValueError(name)
 
 
-WRITES = ("durable", "durable-8t", "batch", "batch-small", "append_many",
-          "append_many-small")
+WRITES = (
+    "durable",
+    "durable-8t",
+    "batch",
+    "batch-small",
+    "append_many",
+    "append_many-small",
+)
 READS = ("recent", "recent-actor", "query-hour", "scan", "open")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scenario", choices=WRITES + READS)
-    parser.add_argument("--events", type=int, default=2000,
-                        help="events appended by a write scenario (default 2000)")
-    parser.add_argument("--calls", type=int, default=20,
-                        help="calls made by a query scenario (default 20)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=2000,
+        help="events appended by a write scenario (default 2000)",
+    )
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=20,
+        help="calls made by a query scenario (default 20)",
+    )
     parser.add_argument("--journal", help="journal directory for a read scenario")
-    parser.add_argument("--sort", default="tottime", help="pstats sort key (default tottime)")
+    parser.add_argument(
+        "--sort", default="tottime", help="pstats sort key (default tottime)"
+    )
     parser.add_argument("--top", type=int, default=25, help="rows printed (default 25)")
     args = parser.parse_args()
     if args.scenario in READS and not args.journal:

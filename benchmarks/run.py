@@ -31,37 +31,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark journal against SQLite (WAL) and JSON lines via logging.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes (20,000 events, 3 runs) so the whole run takes "
-                             "under a minute")
-    parser.add_argument("--workloads", default="",
-                        help="comma-separated workloads to run (default: all): "
-                             + ", ".join(workloads.WORKLOADS))
-    parser.add_argument("--events", type=int, default=None,
-                        help="events in the large journals and databases "
-                             "(default 1,000,000; 20,000 with --quick)")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="runs per system; the table shows the median "
-                             "(default 5; 3 with --quick)")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds after which a system starts no further run "
-                             "(default 60; 1 with --quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (20,000 events, 3 runs) so the whole run takes "
+        "under a minute",
+    )
+    parser.add_argument(
+        "--workloads",
+        default="",
+        help="comma-separated workloads to run (default: all): "
+        + ", ".join(workloads.WORKLOADS),
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="events in the large journals and databases "
+        "(default 1,000,000; 20,000 with --quick)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs per system; the table shows the median (default 5; 3 with --quick)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds after which a system starts no further run "
+        "(default 60; 1 with --quick)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write all results as JSON")
-    parser.add_argument("--markdown", action="store_true",
-                        help="print the table as GitHub markdown")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the table as GitHub markdown"
+    )
 
-    parser.add_argument("--workdir", metavar="DIR",
-                        help="keep inputs in DIR and reuse them on the next run with the "
-                             "same sizes (default: a temporary directory, removed)")
-    parser.add_argument("--data", metavar="DIR", default=None,
-                        help="directory of real logs with MANIFEST.tsv "
-                             "(default: ../shared/data next to the repository)")
+    parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="keep inputs in DIR and reuse them on the next run with the "
+        "same sizes (default: a temporary directory, removed)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="directory of real logs with MANIFEST.tsv "
+        "(default: ../shared/data next to the repository)",
+    )
     args = parser.parse_args(argv)
 
-    unknown = [w for w in args.workloads.split(",") if w and w not in workloads.WORKLOADS]
+    unknown = [
+        w for w in args.workloads.split(",") if w and w not in workloads.WORKLOADS
+    ]
     if unknown:
-        parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from "
-                     f"{', '.join(workloads.WORKLOADS)}")
+        parser.error(
+            f"unknown workload(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(workloads.WORKLOADS)}"
+        )
     if args.events is not None and args.events < 1000:
         parser.error(f"--events must be at least 1000, got {args.events}")
     if args.repeat is not None and args.repeat < 1:
@@ -78,9 +107,13 @@ def describe_corpus(meta: dict[str, object]) -> str:
     assert isinstance(data, dict)
     formats = data["formats"]
     total = sum(formats.values())
-    mix = ", ".join(f"{name} {count / total:.0%}" for name, count in sorted(formats.items()))
-    return (f"corpus: {data['events']:,} events varied from the real logs ({mix}); "
-            f"average JSON size {data['json_bytes'] / data['events']:,.0f} bytes")
+    mix = ", ".join(
+        f"{name} {count / total:.0%}" for name, count in sorted(formats.items())
+    )
+    return (
+        f"corpus: {data['events']:,} events varied from the real logs ({mix}); "
+        f"average JSON size {data['json_bytes'] / data['events']:,.0f} bytes"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,10 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     sizes = workloads.Sizes(events, quick=args.quick)
     generator = corpus_module.Corpus(args.data)
     try:
-        meta = datasets.ensure(generator, paths, events, sizes.single,
-                               sizes.open_per_segment, log)
-        ctx = workloads.Context(paths=paths, meta=meta, corpus=generator, sizes=sizes,
-                                repeat=repeat, budget=budget, log=log)
+        meta = datasets.ensure(
+            generator, paths, events, sizes.single, sizes.open_per_segment, log
+        )
+        ctx = workloads.Context(
+            paths=paths,
+            meta=meta,
+            corpus=generator,
+            sizes=sizes,
+            repeat=repeat,
+            budget=budget,
+            log=log,
+        )
         os.makedirs(paths.scratch, exist_ok=True)
         rows: list[harness.Row] = []
         loads: list[float] = []
@@ -129,16 +170,28 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print(describe_corpus(meta))
-    print(f"sizes: durable {sizes.durable:,} events, threads {workloads.THREADS}×"
-          f"{sizes.per_thread}, processes {workloads.PROCESSES}×{sizes.per_thread}, "
-          f"batch {sizes.batch:,} (small {sizes.batch_small:,}); up to {repeat} runs per "
-          f"system; whole run {time.monotonic() - started:,.0f} s")
-    print(f"1-minute load average before each workload: {min(loads):.2f} to "
-          f"{max(loads):.2f} on {os.cpu_count()} CPUs (other processes add noise)")
+    print(
+        f"sizes: durable {sizes.durable:,} events, threads {workloads.THREADS}×"
+        f"{sizes.per_thread}, processes {workloads.PROCESSES}×{sizes.per_thread}, "
+        f"batch {sizes.batch:,} (small {sizes.batch_small:,}); up to {repeat} runs per "
+        f"system; whole run {time.monotonic() - started:,.0f} s"
+    )
+    print(
+        f"1-minute load average before each workload: {min(loads):.2f} to "
+        f"{max(loads):.2f} on {os.cpu_count()} CPUs (other processes add noise)"
+    )
     print(harness.markdown_table(rows) if args.markdown else harness.text_table(rows))
     if args.json:
-        options = {"events": events, "load_averages": loads, "repeat": repeat, "budget": budget, "quick": args.quick,
-                   "workloads": selected, "corpus": meta["corpus"], "open": meta["open"]}
+        options = {
+            "events": events,
+            "load_averages": loads,
+            "repeat": repeat,
+            "budget": budget,
+            "quick": args.quick,
+            "workloads": selected,
+            "corpus": meta["corpus"],
+            "open": meta["open"],
+        }
         with open(args.json, "wb") as fh:
             fh.write(harness.as_json(rows, info, options))
     return 1 if failed else 0

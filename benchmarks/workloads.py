@@ -115,8 +115,13 @@ def _row(workload: str, system: str, measured: dict[str, Any], rss: float) -> Ro
     )
 
 
-def _measure(ctx: Context, workload: str, system: str,
-             function: Callable[..., dict[str, Any]], *args: Any) -> Row:
+def _measure(
+    ctx: Context,
+    workload: str,
+    system: str,
+    function: Callable[..., dict[str, Any]],
+    *args: Any,
+) -> Row:
     ctx.log(f"  {workload}: {system}")
     measured, rss = harness.in_child(function, ctx, *args)
     row = _row(workload, system, measured, rss)
@@ -129,8 +134,9 @@ def _set_ratios(rows: list[Row], journal_row: Row, *, by: str = "rate") -> None:
     for row in rows:
         # Other journal setups are variants, not alternatives. Only a full
         # decode is another way to run the same query.
-        if row is journal_row or (row.system.startswith("journal")
-                                  and "full decode" not in row.system):
+        if row is journal_row or (
+            row.system.startswith("journal") and "full decode" not in row.system
+        ):
             continue
         if by == "rate" and row.rate and journal_row.rate:
             row.ratio = journal_row.rate / row.rate
@@ -203,8 +209,9 @@ def open_writer(system: str, directory: str) -> Appender:
     raise ValueError(f"unknown system {system!r}")
 
 
-def _single_writer(ctx: Context, system: str, kind: str, count: int,
-                   latency: bool, batch: int) -> dict[str, Any]:
+def _single_writer(
+    ctx: Context, system: str, kind: str, count: int, latency: bool, batch: int
+) -> dict[str, Any]:
     """Append *count* events one call at a time (or in calls of *batch* events)."""
     base = EVENT_KINDS[kind](ctx, count)
     rates: list[float] = []
@@ -233,12 +240,20 @@ def _single_writer(ctx: Context, system: str, kind: str, count: int,
         close()
         elapsed = clock() - started
         rates.append(count / elapsed)
-        ops.append(harness.median(latencies[-len(items):]) if latency or batch > 1
-                   else elapsed)
+        ops.append(
+            harness.median(latencies[-len(items) :])
+            if latency or batch > 1
+            else elapsed
+        )
         sizes.append(harness.directory_bytes(directory) / count)
         shutil.rmtree(directory)
-    return {"events": count, "rates": rates, "ops": ops,
-            "latencies": latencies if latency else [], "bytes": sizes}
+    return {
+        "events": count,
+        "rates": rates,
+        "ops": ops,
+        "latencies": latencies if latency else [],
+        "bytes": sizes,
+    }
 
 
 def _thread_appenders(system: str, directory: str) -> tuple[list[Any], list[Any]]:
@@ -262,8 +277,9 @@ def _thread_appenders(system: str, directory: str) -> tuple[list[Any], list[Any]
     return [append] * THREADS, [close]
 
 
-def _run_threads(appenders: list[Any], events: list[AuditEvent], per_thread: int,
-                 first: bool) -> tuple[float, list[float]]:
+def _run_threads(
+    appenders: list[Any], events: list[AuditEvent], per_thread: int, first: bool
+) -> tuple[float, list[float]]:
     """Append *events* from THREADS threads; return the wall time and the latencies."""
     barrier = threading.Barrier(THREADS + 1)
     collected: list[list[float]] = [[] for _ in range(THREADS)]
@@ -308,8 +324,12 @@ def _thread_writer(ctx: Context, system: str, per_thread: int) -> dict[str, Any]
         rates.append(len(events) / elapsed)
         latencies.extend(times)
         shutil.rmtree(directory)
-    return {"events": per_thread * THREADS, "rates": rates, "latencies": latencies,
-            "ops": [harness.median(latencies)]}
+    return {
+        "events": per_thread * THREADS,
+        "rates": rates,
+        "latencies": latencies,
+        "ops": [harness.median(latencies)],
+    }
 
 
 def _process_writer(ctx: Context, system: str, per_process: int) -> dict[str, Any]:
@@ -327,8 +347,12 @@ def _process_writer(ctx: Context, system: str, per_process: int) -> dict[str, An
         barrier = forking.Barrier(PROCESSES + 1)
         queue = forking.SimpleQueue()
 
-        def work(n: int, directory: str = directory, barrier: Any = barrier,
-                 queue: Any = queue) -> None:
+        def work(
+            n: int,
+            directory: str = directory,
+            barrier: Any = barrier,
+            queue: Any = queue,
+        ) -> None:
             mine = corpus_module.fresh(base[n * per_process : (n + 1) * per_process])
             append, close = open_writer(system, directory)
             out: list[float] = []
@@ -360,8 +384,12 @@ def _process_writer(ctx: Context, system: str, per_process: int) -> dict[str, An
                 raise RuntimeError(f"{system} worker exited with {process.exitcode}")
         rates.append(per_process * PROCESSES / (max(finished) - started))
         shutil.rmtree(directory)
-    return {"events": per_process * PROCESSES, "rates": rates, "latencies": latencies,
-            "ops": [harness.median(latencies)]}
+    return {
+        "events": per_process * PROCESSES,
+        "rates": rates,
+        "latencies": latencies,
+        "ops": [harness.median(latencies)],
+    }
 
 
 # -- write workloads ------------------------------------------------------------------
@@ -372,8 +400,12 @@ def durable(ctx: Context) -> list[Row]:
     n = ctx.sizes.durable
     rows = [
         _measure(ctx, "durable", system, _single_writer, system, "corpus", n, True, 1)
-        for system in ("journal fsync", "sqlite FULL txn/event", "sqlite NORMAL txn/event",
-                       "jsonl FileHandler+fsync")
+        for system in (
+            "journal fsync",
+            "sqlite FULL txn/event",
+            "sqlite NORMAL txn/event",
+            "jsonl FileHandler+fsync",
+        )
     ]
     _set_ratios(rows, rows[0])
     rows[1].target = "journal ≥ 1.0×"
@@ -383,15 +415,27 @@ def durable(ctx: Context) -> list[Row]:
 def durable_threads(ctx: Context) -> list[Row]:
     """Durable single-event appends from THREADS threads of one process."""
     per = ctx.sizes.per_thread
-    systems = ("journal fsync", "sqlite FULL shared connection + lock",
-               "sqlite FULL connection per thread", "jsonl FileHandler+fsync")
+    systems = (
+        "journal fsync",
+        "sqlite FULL shared connection + lock",
+        "sqlite FULL connection per thread",
+        "jsonl FileHandler+fsync",
+    )
     rows = [_measure(ctx, "durable-8t", s, _thread_writer, s, per) for s in systems]
     _set_ratios(rows, rows[0])
     reference = ctx.results.get(("durable", "sqlite FULL txn/event"))
     if reference is None:
-        reference = _measure(ctx, "durable-8t", "sqlite FULL txn/event, 1 thread",
-                             _single_writer, "sqlite FULL txn/event", "corpus",
-                             ctx.sizes.durable, True, 1)
+        reference = _measure(
+            ctx,
+            "durable-8t",
+            "sqlite FULL txn/event, 1 thread",
+            _single_writer,
+            "sqlite FULL txn/event",
+            "corpus",
+            ctx.sizes.durable,
+            True,
+            1,
+        )
         rows.append(reference)
         reference.ratio = rows[0].rate / reference.rate if reference.rate else None
     rows[0].target = "≥ 5× sqlite FULL txn/event, 1 thread"
@@ -410,8 +454,10 @@ def durable_processes(ctx: Context) -> list[Row]:
 
 def _buffered(ctx: Context, workload: str, kind: str, count: int) -> list[Row]:
     systems = ("journal batch", "jsonl FileHandler", "sqlite NORMAL batched")
-    rows = [_measure(ctx, workload, s, _single_writer, s, kind, count, False, 1)
-            for s in systems]
+    rows = [
+        _measure(ctx, workload, s, _single_writer, s, kind, count, False, 1)
+        for s in systems
+    ]
     _set_ratios(rows, rows[0])
     if kind == "small":
         rows[0].target = "≥ 300,000 events/s"
@@ -431,8 +477,10 @@ def batch_small(ctx: Context) -> list[Row]:
 
 def _many(ctx: Context, workload: str, kind: str, count: int) -> list[Row]:
     systems = ("journal append_many", "sqlite FULL executemany")
-    rows = [_measure(ctx, workload, s, _single_writer, s, kind, count, False, MANY_BATCH)
-            for s in systems]
+    rows = [
+        _measure(ctx, workload, s, _single_writer, s, kind, count, False, MANY_BATCH)
+        for s in systems
+    ]
     _set_ratios(rows, rows[0])
     return rows
 
@@ -511,8 +559,12 @@ def _timed_calls(ctx: Context, call: Callable[[], Any], count: int) -> dict[str,
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    return {"ops": times, "latencies": times, "rates": [1 / harness.median(times)],
-            "runs": len(times)}
+    return {
+        "ops": times,
+        "latencies": times,
+        "rates": [1 / harness.median(times)],
+        "runs": len(times),
+    }
 
 
 def _journal_calls(ctx: Context, path: str, query: str, events: int) -> dict[str, Any]:
@@ -535,7 +587,9 @@ def _sqlite_calls(ctx: Context, path: str, query: str, events: int) -> dict[str,
     since_us = baselines.micros(corpus_module.END - timedelta(hours=1))
     calls: dict[str, Callable[[], Any]] = {
         "recent": lambda: baselines.recent(conn, RECENT),
-        "recent-actor": lambda: baselines.recent(conn, RECENT, corpus_module.RARE_ACTOR),
+        "recent-actor": lambda: baselines.recent(
+            conn, RECENT, corpus_module.RARE_ACTOR
+        ),
         "query-hour": lambda: baselines.since(conn, since_us),
     }
     result = _timed_calls(ctx, calls[query], ctx.sizes.queries)
@@ -563,8 +617,12 @@ def _full_decode(ctx: Context, path: str, query: str, events: int) -> dict[str, 
                     found.append(event)
         times.append(time.perf_counter() - started)
     journal.close()
-    return {"ops": times, "rates": [events / t for t in times], "events": events,
-            "extra": {"returned": len(found)}}
+    return {
+        "ops": times,
+        "rates": [events / t for t in times],
+        "events": events,
+        "extra": {"returned": len(found)},
+    }
 
 
 _FRESH_RECENT = """
@@ -591,20 +649,34 @@ print(json.dumps({"open": opened - started}))
 """
 
 
-def _fresh_processes(ctx: Context, code: str, path: str, runs: int,
-                     events: int) -> dict[str, Any]:
+def _fresh_processes(
+    ctx: Context, code: str, path: str, runs: int, events: int
+) -> dict[str, Any]:
     """Run *code* in new interpreters; time open (+ recent) inside each of them."""
     samples = []
     for _ in range(runs):
-        output = subprocess.run([sys.executable, "-c", code, path], check=True,
-                                capture_output=True, text=True).stdout
+        output = subprocess.run(
+            [sys.executable, "-c", code, path],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         samples.append(json.loads(output))
     totals = [s["open"] + s.get("recent", 0.0) for s in samples]
-    extra = {key: harness.median([s[key] for s in samples]) * 1000
-             for key in samples[0] if key != "returned"}
-    return {"ops": totals, "latencies": totals, "rates": [1 / harness.median(totals)],
-            "runs": runs, "events": events, "extra": {"median_ms": extra},
-            "note": "open + first call in a new process"}
+    extra = {
+        key: harness.median([s[key] for s in samples]) * 1000
+        for key in samples[0]
+        if key != "returned"
+    }
+    return {
+        "ops": totals,
+        "latencies": totals,
+        "rates": [1 / harness.median(totals)],
+        "runs": runs,
+        "events": events,
+        "extra": {"median_ms": extra},
+        "note": "open + first call in a new process",
+    }
 
 
 def recent(ctx: Context) -> list[Row]:
@@ -615,15 +687,46 @@ def recent(ctx: Context) -> list[Row]:
     paths = ctx.paths
     rows = [
         _measure(ctx, "recent", "journal", _journal_calls, paths.main, "recent", total),
-        _measure(ctx, "recent", "journal, 1/10 of the events", _journal_calls, paths.tenth,
-                 "recent", tenth),
-        _measure(ctx, "recent", "journal, fresh process", _fresh_processes, _FRESH_RECENT,
-                 paths.main, ctx.sizes.fresh_processes, total),
-        _measure(ctx, "recent", "journal built by single appends", _journal_calls,
-                 paths.single, "recent", single),
-        _measure(ctx, "recent", "sqlite", _sqlite_calls, paths.sqlite_main, "recent", total),
-        _measure(ctx, "recent", "sqlite, 1/10 of the events", _sqlite_calls,
-                 paths.sqlite_tenth, "recent", tenth),
+        _measure(
+            ctx,
+            "recent",
+            "journal, 1/10 of the events",
+            _journal_calls,
+            paths.tenth,
+            "recent",
+            tenth,
+        ),
+        _measure(
+            ctx,
+            "recent",
+            "journal, fresh process",
+            _fresh_processes,
+            _FRESH_RECENT,
+            paths.main,
+            ctx.sizes.fresh_processes,
+            total,
+        ),
+        _measure(
+            ctx,
+            "recent",
+            "journal built by single appends",
+            _journal_calls,
+            paths.single,
+            "recent",
+            single,
+        ),
+        _measure(
+            ctx, "recent", "sqlite", _sqlite_calls, paths.sqlite_main, "recent", total
+        ),
+        _measure(
+            ctx,
+            "recent",
+            "sqlite, 1/10 of the events",
+            _sqlite_calls,
+            paths.sqlite_tenth,
+            "recent",
+            tenth,
+        ),
     ]
     _set_ratios(rows, rows[0], by="time")
     rows[0].target = "median < 1 ms"
@@ -637,9 +740,18 @@ def _filtered(ctx: Context, workload: str) -> list[Row]:
     paths = ctx.paths
     rows = [
         _measure(ctx, workload, "journal", _journal_calls, paths.main, workload, total),
-        _measure(ctx, workload, "sqlite", _sqlite_calls, paths.sqlite_main, workload, total),
-        _measure(ctx, workload, "journal full decode", _full_decode, paths.main, workload,
-                 total),
+        _measure(
+            ctx, workload, "sqlite", _sqlite_calls, paths.sqlite_main, workload, total
+        ),
+        _measure(
+            ctx,
+            workload,
+            "journal full decode",
+            _full_decode,
+            paths.main,
+            workload,
+            total,
+        ),
     ]
     _set_ratios(rows, rows[0], by="time")
     rows[2].target = "journal ≥ 20×"
@@ -704,8 +816,9 @@ def _retention(ctx: Context, system: str) -> dict[str, Any]:
             if run == 0:
                 harness.reset_peak_rss()
             started = time.perf_counter()
-            report = journal.enforce_retention(max_age=timedelta(days=1),
-                                               now=corpus_module.END)
+            report = journal.enforce_retention(
+                max_age=timedelta(days=1), now=corpus_module.END
+            )
             elapsed = time.perf_counter() - started
             removed = report.events_freed
             journal.close()
@@ -716,21 +829,28 @@ def _retention(ctx: Context, system: str) -> dict[str, Any]:
             if run == 0:
                 harness.reset_peak_rss()
             started = time.perf_counter()
-            removed = conn.execute("DELETE FROM events WHERE time < ?",
-                                   (baselines.micros(cutoff),)).rowcount
+            removed = conn.execute(
+                "DELETE FROM events WHERE time < ?", (baselines.micros(cutoff),)
+            ).rowcount
             elapsed = time.perf_counter() - started
             conn.close()
         times.append(elapsed)
         rates.append(removed / elapsed)
         shutil.rmtree(directory)
-    return {"ops": times, "rates": rates, "events": ctx.meta["corpus"]["events"],
-            "extra": {"removed": removed}}
+    return {
+        "ops": times,
+        "rates": rates,
+        "events": ctx.meta["corpus"]["events"],
+        "extra": {"removed": removed},
+    }
 
 
 def retention(ctx: Context) -> list[Row]:
     """Drop the 90% of events older than one day: whole segments vs DELETE."""
-    rows = [_measure(ctx, "retention", s, _retention, s)
-            for s in ("journal", "sqlite DELETE")]
+    rows = [
+        _measure(ctx, "retention", s, _retention, s)
+        for s in ("journal", "sqlite DELETE")
+    ]
     _set_ratios(rows, rows[0], by="time")
     segments = ctx.meta["corpus"]["retention_segments"]
     rows[0].note = f"{segments} segments"
@@ -747,9 +867,13 @@ def _open_objects(ctx: Context, path: str, runs: int) -> dict[str, Any]:
         journal = Journal.open(path)
         times.append(time.perf_counter() - started)
         journal.close()
-    return {"ops": times, "latencies": times, "rates": [1 / harness.median(times)],
-            "runs": runs,
-            "events": ctx.meta["open"]["segments"] * ctx.meta["open"]["per_segment"]}
+    return {
+        "ops": times,
+        "latencies": times,
+        "rates": [1 / harness.median(times)],
+        "runs": runs,
+        "events": ctx.meta["open"]["segments"] * ctx.meta["open"]["per_segment"],
+    }
 
 
 def open_segments(ctx: Context) -> list[Row]:
@@ -758,8 +882,16 @@ def open_segments(ctx: Context) -> list[Row]:
     events = ctx.meta["open"]["segments"] * ctx.meta["open"]["per_segment"]
     rows = [
         _measure(ctx, "open", "journal, new Journal object", _open_objects, path, 10),
-        _measure(ctx, "open", "journal, fresh process", _fresh_processes, _FRESH_OPEN, path,
-                 ctx.sizes.fresh_processes, events),
+        _measure(
+            ctx,
+            "open",
+            "journal, fresh process",
+            _fresh_processes,
+            _FRESH_OPEN,
+            path,
+            ctx.sizes.fresh_processes,
+            events,
+        ),
     ]
     for row in rows:
         row.target = "median < 100 ms"
@@ -773,9 +905,18 @@ def size(ctx: Context) -> list[Row]:
     total, single = data["events"], data["single"]
     measured = data["bytes"]
     rows = [
-        Row("size", "journal, append_many", total, bytes_per_event=measured["main"] / total),
-        Row("size", "journal, single appends", single,
-            bytes_per_event=measured["single"] / single),
+        Row(
+            "size",
+            "journal, append_many",
+            total,
+            bytes_per_event=measured["main"] / total,
+        ),
+        Row(
+            "size",
+            "journal, single appends",
+            single,
+            bytes_per_event=measured["single"] / single,
+        ),
         Row("size", "jsonl", total, bytes_per_event=measured["jsonl"] / total),
         Row("size", "sqlite", total, bytes_per_event=measured["sqlite"] / total),
     ]
@@ -825,17 +966,26 @@ def judge(rows: list[Row]) -> None:
         elif row.target.startswith("≥ 5×"):
             reference = row.extra.get("reference_rate")
             if reference and row.rate:
-                verdicts.append(_verdict(row.rate / reference >= 5,
-                                         f"{row.rate / reference:.2f}×"))
+                verdicts.append(
+                    _verdict(row.rate / reference >= 5, f"{row.rate / reference:.2f}×")
+                )
         elif row.target == "≥ 300,000 events/s" and row.rate:
             verdicts.append(_verdict(row.rate >= 300_000, f"{row.rate:,.0f}/s"))
         elif row.target in ("median < 1 ms", "median < 100 ms"):
             limit = 1.0 if row.target == "median < 1 ms" else 100.0
             if row.median_ms is not None:
-                verdicts.append(_verdict(row.median_ms < limit, f"{row.median_ms:.2f} ms"))
+                verdicts.append(
+                    _verdict(row.median_ms < limit, f"{row.median_ms:.2f} ms")
+                )
         elif row.target.startswith("journal ≤ 1.3×"):
-            full = next((r for r in rows if r.workload == row.workload
-                         and r.system == "journal"), None)
+            full = next(
+                (
+                    r
+                    for r in rows
+                    if r.workload == row.workload and r.system == "journal"
+                ),
+                None,
+            )
             if full and full.median_ms and row.median_ms:
                 growth = full.median_ms / row.median_ms
                 verdicts.append(_verdict(growth <= 1.3, f"{growth:.2f}×"))
