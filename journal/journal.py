@@ -1353,6 +1353,7 @@ class Journal:
         max_segments: int | None = None,
         now: datetime | None = None,
         dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> RetentionReport:
         """Delete whole expired segments, oldest first; see :mod:`journal.retention`."""
         self._check_usable(writing=not dry_run)
@@ -1365,6 +1366,7 @@ class Journal:
             max_segments=max_segments,
             now=now,
             dry_run=dry_run,
+            progress=progress,
         )
 
 

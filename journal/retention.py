@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,8 +146,12 @@ def enforce(
     max_segments: int | None,
     now: datetime | None,
     dry_run: bool,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RetentionReport:
-    """Apply the retention rules to *journal*; see the module docstring."""
+    """Apply the retention rules to *journal*; see the module docstring.
+
+    *progress*, when given, is called with (segments removed, segments to remove).
+    """
     now = now if now is not None else journal._now()
     _check_args(max_age, max_bytes, max_segments, now)
     if dry_run:
@@ -155,7 +160,15 @@ def enforce(
             return _run(journal, max_age, max_bytes, max_segments, now, dry_run=True)
     with journal._locked("retention"), journal._mutex:
         journal._store.refresh(writer=True)
-        return _run(journal, max_age, max_bytes, max_segments, now, dry_run=False)
+        return _run(
+            journal,
+            max_age,
+            max_bytes,
+            max_segments,
+            now,
+            dry_run=False,
+            progress=progress,
+        )
 
 
 def _run(
@@ -166,6 +179,7 @@ def _run(
     now: datetime,
     *,
     dry_run: bool,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RetentionReport:
     store = journal._store
     segments = list(store.segments)
@@ -255,7 +269,7 @@ def _run(
     if not dry_run and delete:
         if sealed_active is not None:
             journal._seal(segments[-1], "retention")
-        _remove(journal, [s for s, _ in delete], sizes, now)
+        _remove(journal, [s for s, _ in delete], sizes, now, progress)
     oldest_us: int | None = None
     oldest_seq: int | None = None
     for segment in segments[len(delete) :]:
@@ -289,7 +303,11 @@ def _run(
 
 
 def _remove(
-    journal: Journal, segments: list[Segment], sizes: dict[str, int], now: datetime
+    journal: Journal,
+    segments: list[Segment],
+    sizes: dict[str, int],
+    now: datetime,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     store = journal._store
     records = []
@@ -314,7 +332,7 @@ def _remove(
     # The record goes first: once it is on disk, every reader treats these
     # segments as removed, so none is pointed at a file that disappears.
     store.removals.append(records)
-    for segment in segments:
+    for done, segment in enumerate(segments, start=1):
         Path(index_path(store.directory, segment.name)).unlink(missing_ok=True)
         try:
             os.unlink(segment.path)
@@ -326,6 +344,8 @@ def _remove(
             segment.index.first_seq,
             segment.index.last_seq,
         )
+        if progress is not None:
+            progress(done, len(segments))
     fsync_directory(store.directory)
     store._dir_mtime = -1
     store.refresh(writer=True)

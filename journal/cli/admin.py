@@ -494,10 +494,14 @@ def retention(
         logging.getLogger("journal").setLevel(logging.INFO)
     with handle_errors():
         require_journal(target)
-        with Journal.open(
-            target, lock_timeout=lock_timeout, readonly=dry_run
-        ) as journal:
+        with (
+            Journal.open(
+                target, lock_timeout=lock_timeout, readonly=dry_run
+            ) as journal,
+            progress_bar("removing segments") as advance,
+        ):
             report = journal.enforce_retention(
+                progress=advance,
                 max_age=timedelta(days=days) if days is not None else None,
                 max_bytes=size_limit,
                 max_segments=max_segments,
