@@ -111,6 +111,7 @@ class PermissionProblem(JournalError, PermissionError):
 
 
 def permission_message(path: str, action: str) -> str:
+    """Describe a permission failure on *path*: its owner, its mode and who we are."""
     try:
         st = os.stat(path)
     except OSError:
