@@ -68,7 +68,7 @@ def _time_range(first: str | None, last: str | None) -> str:
     return f"{start[:10]} to {end[:10]}"
 
 
-@cli.command()
+@cli.command(short_help="List segments: seqs, times, events, size, state.")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.option(
     "--json", "as_json", is_flag=True, help="JSON Lines, one segment per line."
@@ -118,7 +118,7 @@ def segments(directory: str, as_json: bool) -> None:
     echo_table(headers, rows, right={1, 2, 4, 5, 6})
 
 
-@cli.command()
+@cli.command(short_help="Show a segment file's header and frames.")
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
 @click.option("--frames", "show_frames", is_flag=True, help="List every frame.")
 @click.option(
@@ -268,7 +268,7 @@ def inspect(path: str, show_frames: bool, as_json: bool) -> None:
         sys.exit(EXIT_FAILURE)
 
 
-@cli.command()
+@cli.command(short_help="Show totals, sizes, time range and index health.")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on one line.")
 def stats(directory: str, as_json: bool) -> None:
@@ -301,7 +301,7 @@ def stats(directory: str, as_json: bool) -> None:
     click.echo(f"{'lock holder:':<22}{holder['pid'] if holder else 'none recorded'}")
 
 
-@cli.command()
+@cli.command(short_help="Check checksums, seqs and the hash chain.")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @key_option
 @click.option(
@@ -390,7 +390,7 @@ def verify(
         sys.exit(EXIT_FAILURE)
 
 
-@cli.command()
+@cli.command(short_help="Print the chain head as JSON, to store elsewhere.")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 def checkpoint(directory: str) -> None:
     """Print the chain head (seq and link) as one JSON object to store elsewhere.
@@ -409,7 +409,7 @@ def checkpoint(directory: str) -> None:
         echo_json(journal.checkpoint())
 
 
-@cli.command()
+@cli.command(short_help="Delete expired segments, oldest first (cron-safe).")
 @click.argument(
     "directory", metavar="DIR", required=False, type=click.Path(file_okay=False)
 )

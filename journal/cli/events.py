@@ -42,7 +42,9 @@ def _print_events(events: list[AuditEvent], as_json: bool) -> None:
     echo_table(EVENT_COLUMNS, [event_row(e) for e in events], right={0})
 
 
-@cli.command("import")
+@cli.command(
+    "import", short_help="Import Kubernetes, CloudTrail, auditd, syslog, JSON logs."
+)
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.argument(
     "files", metavar="FILE...", nargs=-1, required=True, type=click.Path(dir_okay=False)
@@ -417,7 +419,7 @@ def query(
             _print_events(list(events), False)
 
 
-@cli.command()
+@cli.command(short_help="Show the last events; with -f, follow new ones.")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
 @click.option(
     "-n",
