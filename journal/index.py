@@ -25,6 +25,7 @@ import crc32c
 import msgspec
 
 from journal.event import AuditEvent
+from journal.segment import write_all
 
 INDEX_MAGIC = b"AJIDX\x00\x00\x01"
 INDEX_SUFFIX = ".idx"
@@ -126,9 +127,7 @@ def save_index(directory: str, index: SegmentIndex, file_mode: int) -> None:
     tmp = f"{final}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -51,6 +51,7 @@ from journal.segment import (
     pack_header,
     read_header,
     segment_name,
+    write_all,
 )
 from journal.store import PartialBlock, Segment, Store
 
@@ -836,9 +837,7 @@ class Journal:
         )
         try:
             try:
-                view = memoryview(header)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, header)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -11,6 +11,8 @@ import os
 
 import msgspec
 
+from journal.segment import write_all
+
 REMOVAL_LOG = "retention.log"
 
 
@@ -84,9 +86,7 @@ class RemovalLog:
         data = b"".join(_encoder.encode(r) + b"\n" for r in records)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.file_mode)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

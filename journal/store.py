@@ -44,6 +44,7 @@ from journal.segment import (
     frame_from_buffer,
     read_header,
     scan_frames,
+    write_all,
 )
 
 log = logging.getLogger("journal")
@@ -360,7 +361,7 @@ class Store:
         side = f"{segment.path}.torn-{offset}"
         side_fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.file_mode)
         try:
-            os.write(side_fd, torn)
+            write_all(side_fd, torn)
             os.fsync(side_fd)
         finally:
             os.close(side_fd)

@@ -27,6 +27,7 @@ from journal.cli.common import (
     handle_errors,
     key_option,
     load_key,
+    lock_timeout_option,
     open_existing,
     parse_size,
     progress_bar,
@@ -441,14 +442,7 @@ def checkpoint(directory: str) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Report what would be deleted; delete nothing."
 )
-@click.option(
-    "--lock-timeout",
-    default=None,
-    type=FiniteFloat(0, 1e9),
-    metavar="SECONDS",
-    help="Give up (exit 75) if the write lock is not free within SECONDS "
-    "(default: wait as long as it takes).",
-)
+@lock_timeout_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one summary object on stdout."
 )

@@ -96,6 +96,18 @@ def load_key(key_file: str | None) -> bytes | None:
         fail(str(err))
 
 
+def lock_timeout_option(func: F) -> F:
+    """Add ``--lock-timeout SECONDS`` (default: wait for the write lock without limit)."""
+    return click.option(
+        "--lock-timeout",
+        default=None,
+        type=FiniteFloat(0, 1e9),
+        metavar="SECONDS",
+        help="Give up (exit 75) if the write lock is not free within SECONDS "
+        "(default: wait as long as it takes, warning every few seconds).",
+    )(func)
+
+
 def filter_options(func: F) -> F:
     """Add ``--actor``, ``--action``, ``--target`` and ``--outcome`` (each repeatable)."""
     for name in reversed(("actor", "action", "target", "outcome")):

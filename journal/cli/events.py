@@ -21,6 +21,7 @@ from journal.cli.common import (
     handle_errors,
     key_option,
     load_key,
+    lock_timeout_option,
     open_existing,
     parse_time,
     progress_bar,
@@ -76,13 +77,7 @@ def _print_events(events: list[AuditEvent], as_json: bool) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the summary as one JSON line."
 )
-@click.option(
-    "--lock-timeout",
-    default=None,
-    type=FiniteFloat(0, 1e9),
-    metavar="SECONDS",
-    help="Give up (exit 75) if the write lock is not free within SECONDS.",
-)
+@lock_timeout_option
 @key_option
 def import_command(
     directory: str,
@@ -269,13 +264,7 @@ def _meta_value(text: str) -> Any:
     help="Metadata entry; VALUE is parsed as JSON when it is valid JSON.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the stored event as JSON.")
-@click.option(
-    "--lock-timeout",
-    default=None,
-    type=FiniteFloat(0, 1e9),
-    metavar="SECONDS",
-    help="Give up (exit 75) if the write lock is not free within SECONDS.",
-)
+@lock_timeout_option
 @key_option
 def append(
     directory: str,
