@@ -638,6 +638,8 @@ class Journal:
         finally:
             with self._cond:
                 self._active -= 1
+                # A leader gathering callers may be waiting for this one to go.
+                self._cond.notify()
         if group.error is not None:
             raise group.error
 
