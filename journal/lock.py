@@ -539,13 +539,16 @@ class _SharedLock:
 
 
 _registry: dict[str, _SharedLock] = {}
-_registry_lock = threading.Lock()
+# Reentrant because the garbage collector may run a WriteLock's finalizer
+# (_detach) on this thread while _attach holds the lock, which deadlocked with a
+# plain Lock.
+_registry_lock = threading.RLock()
 
 
 def _attach(real_directory: str, file_mode: int) -> _SharedLock:
     with _registry_lock:
         state = _registry.get(real_directory)
-        if state is None:
+        if state is None or state.retired:
             state = _SharedLock(real_directory, file_mode)
             _registry[real_directory] = state
         state.users += 1
@@ -583,7 +586,7 @@ def _reset_registry_in_child() -> None:
     for state in _registry.values():
         state.close_files()
     _registry = {}
-    _registry_lock = threading.Lock()
+    _registry_lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_reset_registry_in_child)
