@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
-from pathlib import Path
 
 import msgspec
 import zstandard
@@ -575,16 +573,3 @@ class Store:
         )
         damage.next_pos = next_pos
         return damage
-
-    def frames(
-        self, segment: Segment, start: int, limit: int
-    ) -> Iterator[Frame | DamagedRange]:
-        """Yield the raw frames of *segment* between two offsets."""
-        yield from scan_frames(
-            self.fd(segment.name), start, limit, segment.first_seq - 1
-        )
-
-
-def remove_side_files(directory: str, name: str) -> None:
-    """Remove the index file of segment *name* (used when the segment is removed)."""
-    Path(directory, name[: -len(".seg")] + ".idx").unlink(missing_ok=True)
