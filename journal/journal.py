@@ -121,7 +121,7 @@ class _Group:
         self.wake: threading.Event | None = None
 
 
-#: Longest a group-commit leader waits for woken callers to queue again.
+#: Maximum time, in seconds, a group-commit leader waits for woken callers.
 _GATHER_SECONDS = 0.0002
 #: A leader writes at most this many rounds of queued groups before it hands
 #: leadership to the oldest waiting caller, so that its own caller returns.
@@ -289,8 +289,8 @@ class Journal:
             a timedelta); it bounds how long an expired event can outlive retention.
         :param lock_timeout: seconds to wait for the write lock; ``None`` waits
             without limit, logging a warning every few seconds.
-        :param key: a secret that makes the hash chain keyed; without it nobody can
-            forge a consistent chain.
+        :param key: a secret that makes the hash chain keyed, so that a consistent
+            chain cannot be forged without it.
         :param readonly: open for reading only: no lock, no recovery, no writes.
         :raises PermissionProblem: the directory or its files are not accessible.
         :raises InvalidArgument: an option is out of range.
@@ -615,8 +615,8 @@ class Journal:
         """Write *group*, sharing one lock hold and one fsync with concurrent callers.
 
         The first caller becomes the leader and writes every queued group in one
-        lock hold; callers arriving meanwhile queue up and sleep on their own
-        event until a leader has written their group, or asks them to lead.
+        lock hold. Callers arriving meanwhile queue up and sleep on their own
+        event until a leader has written their group or makes them the leader.
         """
         with self._cond:
             self._active += 1
@@ -648,8 +648,8 @@ class Journal:
             with self._cond:
                 if round_number:
                     # Callers just woken by the previous round queue their next
-                    # events within microseconds; waiting briefly for them makes
-                    # one fsync cover all of them instead of alternating between
+                    # events within microseconds. Waiting briefly for them lets
+                    # one fsync cover all of them, instead of alternating between
                     # a small and a large round.
                     self._cond.wait_for(
                         lambda: len(self._queue) >= self._active - 1,
@@ -829,7 +829,7 @@ class Journal:
 
         The header is written and synced under a temporary name and then linked
         to the segment name, so a crash never leaves a segment with a partial
-        header; ``os.link`` fails rather than replace a segment that exists.
+        header. ``os.link`` fails rather than replace a segment that exists.
         """
         temporary = f"{path}{SEGMENT_TEMP_SUFFIX}{os.getpid()}"
         fd = os.open(
