@@ -160,7 +160,12 @@ class Store:
                 # and been sealed by another process before it created the next.
                 for older in self.segments[:-1]:
                     if not older.index.sealed:
-                        size = self._size(older)
+                        try:
+                            size = self._size(older)
+                        except SegmentExpired:
+                            # Sealed and removed by retention meanwhile.
+                            self._dir_mtime = -1
+                            continue
                         if size != older.index.covered:
                             self._scan(older, size, writer)
             if not self.segments:
@@ -190,7 +195,13 @@ class Store:
         for name in names:
             segment = known.get(name)
             if segment is None:
-                segment = self._load(name, writer)
+                try:
+                    segment = self._load(name, writer)
+                except SegmentExpired:
+                    # Retention removed it after the listing: list again later.
+                    self._forget(name)
+                    self._dir_mtime = -1
+                    continue
                 if segment is None:
                     continue
             segments.append(segment)
