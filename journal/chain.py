@@ -1,9 +1,9 @@
-"""The hash chain that makes tampering evident: links, keys and checkpoints.
+"""The hash chain that makes tampering evident: links and keys.
 
 Every frame stores ``link = BLAKE2b-128(prev_link || frame fields || payload)``,
 where ``payload`` is the frame's uncompressed bytes. With a key the hash is
-BLAKE2b in keyed mode, which is a MAC: without the key nobody can compute a
-link that a verifier holding the key accepts.
+BLAKE2b in keyed mode, which is a MAC: a link that a verifier with the key
+accepts cannot be computed without the key.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class InvalidArgument(JournalError, ValueError):
 
 
 class CorruptSegment(JournalError):
-    """A segment holds bytes that fail their checksum or cannot be decoded.
+    """A segment contains bytes that fail their checksum or cannot be decoded.
 
     :ivar path: the segment file.
     :ivar offset: byte offset of the damaged frame or header.

@@ -33,7 +33,7 @@ INDEX_SUFFIX = ".idx"
 BLOCK_EVENTS = 128
 #: A block also closes after this many uncompressed payload bytes.
 BLOCK_RAW_BYTES = 256 * 1024
-#: Fields whose values the index can answer for.
+#: Fields whose values the index records.
 FILTER_FIELDS = ("actor", "action", "target", "outcome")
 #: A segment lists the exact values of a field while it has at most this many.
 EXACT_VALUES = 128
@@ -167,7 +167,7 @@ _ONE_US = timedelta(microseconds=1)
 def _time_us(event: AuditEvent) -> int:
     seconds = event.time.timestamp()
     # Between 1843 and 2096 a float timestamp is within 0.5 µs of the exact value,
-    # so rounding recovers it; further out, use exact (slower) integer arithmetic.
+    # so rounding recovers it. Further out, exact (slower) integer arithmetic is used.
     if -4e9 < seconds < 4e9:
         return round(seconds * 1_000_000)
     return (event.time - _EPOCH) // _ONE_US

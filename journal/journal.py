@@ -1193,7 +1193,7 @@ class Journal:
         With ``after_seq=None`` it starts after the newest event present now.
 
         :raises SegmentExpired: retention removed events after the cursor before
-            they were read; ``next_seq`` is the oldest event left, and following
+            they were read. ``next_seq`` is the oldest event left, so following
             again with ``after_seq=next_seq - 1`` continues from there.
         """
         self._check_usable()

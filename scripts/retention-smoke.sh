@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retention smoke check, as run by CI: build a journal from the shipped samples,
 # run a dry-run retention under the debug runner, and record any process that
-# still holds a file in the journal directory.
+# still has a file in the journal directory open.
 #
 # Usage: scripts/retention-smoke.sh [OUTPUT_DIR]   (default: smoke-artifacts)
 # Writes smoke.out, smoke.err and, when a process still holds a file, lsof.txt.
@@ -21,7 +21,7 @@ journal debug-run --timeout-seconds 60 -- \
 echo "debug-run exit code: $status" >>"$out/smoke.err"
 
 if command -v lsof >/dev/null 2>&1; then
-    # lsof exits 1 when no process holds a file: that is the good case.
+    # lsof exits 1 when no process has a file open there, which is the good case.
     if lsof +D "$db" >"$out/lsof.txt" 2>/dev/null; then
         echo "processes still hold files in $db; see $out/lsof.txt" >&2
     else

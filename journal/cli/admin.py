@@ -484,7 +484,7 @@ def retention(
         )
     size_limit = parse_size(max_bytes, "--max-bytes") if max_bytes is not None else None
     if not log_level_chosen():
-        # Retention reports each removal at INFO unless -v/--log-level says else.
+        # Retention reports each removal at INFO unless -v/--log-level sets another level.
         logging.getLogger("journal").setLevel(logging.INFO)
     with handle_errors():
         require_journal(target)

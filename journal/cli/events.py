@@ -152,7 +152,7 @@ def import_command(
         show_progress = sys.stderr.isatty()
         for path in files:
             if os.path.getsize(path) == 0:
-                # An empty (for example freshly rotated) log holds no records.
+                # An empty (for example freshly rotated) log contains no records.
                 continue
             try:
                 try:
@@ -462,8 +462,8 @@ def tail(
                         sys.stdout.flush()
                         position = event.seq
                 except SegmentExpired as err:
-                    # Retention removed events before they were printed: say so
-                    # and go on from the oldest event left.
+                    # Retention removed events before they were printed: print a
+                    # warning and go on from the oldest event left.
                     click.echo(f"journal: warning: {err}", err=True)
                     position = (err.next_seq or 1) - 1
         except KeyboardInterrupt:
