@@ -7,7 +7,7 @@ import struct
 import msgspec
 import zstandard
 
-from journal.event import AuditEvent
+from journal.event import AuditEvent, EventSummary
 
 #: Compression level used for frames unless the journal is opened with another.
 DEFAULT_LEVEL = 3
@@ -18,6 +18,9 @@ DICT_MAX_EVENTS = 32
 
 _encoder = msgspec.msgpack.Encoder()
 _event_list_decoder = msgspec.msgpack.Decoder(list[AuditEvent])
+_event_decoder = msgspec.msgpack.Decoder(AuditEvent)
+_summary_decoder = msgspec.msgpack.Decoder(EventSummary)
+_raw_list_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _ARRAY32 = struct.Struct(">BI")
 
 
@@ -34,6 +37,21 @@ def build_payload(encoded: list[bytes]) -> bytes:
 def decode_payload(payload: bytes) -> list[AuditEvent]:
     """Decode a frame's raw payload into events (``seq`` still unset)."""
     return _event_list_decoder.decode(payload)
+
+
+def split_payload(payload: bytes) -> list[msgspec.Raw]:
+    """Split a frame's raw payload into the undecoded bytes of each event."""
+    return _raw_list_decoder.decode(payload)
+
+
+def decode_event(data: msgspec.Raw | bytes) -> AuditEvent:
+    """Decode one event from its stored bytes (``seq`` still unset)."""
+    return _event_decoder.decode(data)
+
+
+def decode_summary(data: msgspec.Raw | bytes) -> EventSummary:
+    """Decode the indexed fields of one event from its stored bytes."""
+    return _summary_decoder.decode(data)
 
 
 def payload_count(payload: bytes) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import uuid_utils
@@ -60,6 +60,36 @@ class AuditEvent(msgspec.Struct, kw_only=True):
             "source": self.source,
             "metadata": self.metadata,
         }
+
+
+class EventFields(Protocol):
+    """The fields that the index records and that filters compare."""
+
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def target(self) -> str | None: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+
+
+class EventSummary(msgspec.Struct, kw_only=True, gc=False):
+    """A stored event decoded without ``id``, ``source`` and ``metadata``.
+
+    Decoding only these fields skips building the metadata dicts, which is most of
+    the cost of decoding an event; reads filter on summaries and decode in full
+    only the events they return.
+    """
+
+    action: str
+    actor: str
+    time: datetime
+    target: str | None = None
+    outcome: str = "success"
 
 
 def format_time(value: datetime) -> str:

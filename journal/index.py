@@ -24,7 +24,7 @@ from pathlib import Path
 import crc32c
 import msgspec
 
-from journal.event import AuditEvent
+from journal.event import EventFields
 from journal.segment import write_all
 
 INDEX_MAGIC = b"AJIDX\x00\x00\x01"
@@ -164,7 +164,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 
 
-def _time_us(event: AuditEvent) -> int:
+def _time_us(event: EventFields) -> int:
     seconds = event.time.timestamp()
     # Between 1843 and 2096 a float timestamp is within 0.5 µs of the exact value,
     # so rounding recovers it. Further out, exact (slower) integer arithmetic is used.
@@ -192,7 +192,7 @@ class IndexBuilder:
         end: int,
         first_seq: int,
         raw_len: int,
-        events: Iterable[AuditEvent],
+        events: Iterable[EventFields],
         link: bytes,
     ) -> None:
         """Record an events frame that ends at *end*."""

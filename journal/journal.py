@@ -30,6 +30,7 @@ from journal.errors import (
 from journal.event import (
     DEFAULT_MAX_EVENT_BYTES,
     AuditEvent,
+    EventFields,
     check_time,
     format_time,
     validate_event,
@@ -53,7 +54,7 @@ from journal.segment import (
     segment_name,
     write_all,
 )
-from journal.store import PartialBlock, Segment, Store
+from journal.store import PartialBlock, Record, Segment, Store, decode_records
 
 if TYPE_CHECKING:
     from journal.retention import RetentionReport
@@ -774,7 +775,7 @@ class Journal:
             if block.damaged is not None:
                 continue
             samples.extend(
-                codec.encode_event(e) for e in self._store.block_events(previous, block)
+                bytes(raw) for _, raw, _ in self._store.block_records(previous, block)
             )
             if len(samples) >= DICT_SAMPLES:
                 break
@@ -1091,21 +1092,22 @@ class Journal:
                 damage: PartialBlock | None = None
                 with self._mutex:
                     try:
-                        events = self._store.block_events(segment, block, position)
+                        records = self._store.block_records(segment, block, position)
                     except PartialBlock as err:
                         # Hand out the events before the damage, then raise.
                         damage = err
                         start = err.first_seq or 0
-                        events = [e for e in err.events if (e.seq or 0) < start]
-                for event in events:
-                    assert event.seq is not None
-                    if event.seq <= position:
-                        continue
-                    if match is None or match(event):
-                        yield event
-                        produced += 1
-                        if limit is not None and produced >= limit:
-                            return
+                        records = [r for r in err.records if r[0] < start]
+                records = [r for r in records if r[0] > position]
+                if match is not None:
+                    records = [r for r in records if match(codec.decode_summary(r[1]))]
+                if limit is not None:
+                    del records[limit - produced :]
+                for event in decode_records(records, segment.path):
+                    yield event
+                    produced += 1
+                if limit is not None and produced >= limit:
+                    return
                 if damage is not None:
                     raise _as_corrupt(damage)
                 position = max(position, block.last_seq)
@@ -1164,20 +1166,23 @@ class Journal:
                 damages: list[PartialBlock] = []
                 with self._mutex:
                     try:
-                        events = self._store.block_events(segment, block)
+                        records = self._store.block_records(segment, block)
                     except PartialBlock as err:
-                        events, damages = err.events, err.damages
-                for event in reversed(events):
-                    assert event.seq is not None
+                        records, damages = err.records, err.damages
+                chosen: list[Record] = []
+                for record in reversed(records):
                     for damage in damages:
                         # Reaching an event older than a damaged stretch means
                         # the newest matching events may be among the damaged.
-                        if event.seq < (damage.first_seq or 0):
+                        if record[0] < (damage.first_seq or 0):
                             raise _as_corrupt(damage)
-                    if match is None or match(event):
-                        result.append(event)
-                        if len(result) >= limit:
-                            return result
+                    if match is None or match(codec.decode_summary(record[1])):
+                        chosen.append(record)
+                        if len(result) + len(chosen) >= limit:
+                            break
+                result.extend(decode_records(chosen, segment.path))
+                if len(result) >= limit:
+                    return result
                 if damages:
                     raise _as_corrupt(damages[-1])
         return result
@@ -1425,12 +1430,12 @@ def _segment_may_match(
 
 def _matcher(
     since: datetime | None, until: datetime | None, filters: dict[str, list[str | None]]
-) -> Callable[[AuditEvent], bool] | None:
+) -> Callable[[EventFields], bool] | None:
     if since is None and until is None and not filters:
         return None
     checks = [(field, set(options)) for field, options in filters.items()]
 
-    def match(event: AuditEvent) -> bool:
+    def match(event: EventFields) -> bool:
         if since is not None and event.time < since:
             return False
         if until is not None and event.time >= until:
