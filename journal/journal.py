@@ -1166,7 +1166,11 @@ class Journal:
                 damages: list[PartialBlock] = []
                 with self._mutex:
                     try:
-                        records = self._store.block_records(segment, block)
+                        records = self._store.block_records(
+                            segment,
+                            block,
+                            newest=0 if match else limit - len(result),
+                        )
                     except PartialBlock as err:
                         records, damages = err.records, err.damages
                 chosen: list[Record] = []
@@ -1420,7 +1424,11 @@ def _segment_may_match(
     until_us: int | None,
     filters: dict[str, list[str | None]],
 ) -> bool:
-    if index.count and not any(b.damaged for b in index.blocks):
+    if (
+        (since_us is not None or until_us is not None)
+        and index.count
+        and not any(b.damaged for b in index.blocks)
+    ):
         if since_us is not None and index.max_us < since_us:
             return False
         if until_us is not None and index.min_us >= until_us:

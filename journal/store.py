@@ -533,12 +533,14 @@ class Store:
     # -- reading -----------------------------------------------------------
 
     def block_records(
-        self, segment: Segment, block: Block, after_seq: int = 0
+        self, segment: Segment, block: Block, after_seq: int = 0, newest: int = 0
     ) -> list[Record]:
         """Read every event of *block*, in seq order, undecoded.
 
         Damage that hides only seqs up to *after_seq* is stepped over, so a reader
         that resumes after a :class:`CorruptSegment` gets the events that follow.
+        With *newest*, an intact block may return only its last frames, those that
+        hold its newest *newest* events.
         """
         if block.damaged is not None:
             raise CorruptSegment(
@@ -554,6 +556,10 @@ class Store:
         fd = self.fd(segment.name)
         buf = os.pread(fd, block.end - block.offset, block.offset)
         decompressor = self.decompressor(segment)
+        if newest:
+            tail = self._tail_records(segment, block, buf, newest)
+            if tail is not None:
+                return tail
         records: list[Record] = []
         damages: list[PartialBlock] = []
         stepped_over = False
@@ -595,6 +601,48 @@ class Store:
                 block.first_seq,
                 block.last_seq,
             )
+        return records
+
+    def _tail_records(
+        self, segment: Segment, block: Block, buf: bytes, newest: int
+    ) -> list[Record] | None:
+        """Return the records of the frames holding the newest events of *block*.
+
+        Only an intact block takes this path; ``None`` sends the caller to the
+        full read, which reports damage precisely.
+        """
+        frames: list[Frame] = []
+        pos = 0
+        count = 0
+        try:
+            while pos < len(buf):
+                frame = frame_from_buffer(buf, pos, block.offset)
+                if frame.kind == KIND_EVENTS:
+                    frames.append(frame)
+                    count += frame.count
+                pos = frame.end - block.offset
+        except (Damaged, Incomplete):
+            return None
+        if count != block.count:
+            return None
+        chosen: list[list[msgspec.Raw]] = []
+        wanted = newest
+        decompressor = self.decompressor(segment)
+        for frame in reversed(frames):
+            try:
+                chosen.append(split_frame(frame, decompressor, segment.path))
+            except CorruptSegment:
+                return None
+            wanted -= frame.count
+            if wanted <= 0:
+                break
+        records: list[Record] = []
+        for frame, raws in zip(reversed(frames), chosen, strict=False):
+            seq = frame.first_seq + len(raws) - 1
+            for raw in reversed(raws):
+                records.append((seq, raw, frame.offset))
+                seq -= 1
+        records.reverse()
         return records
 
     def _damage_in_block(
