@@ -774,9 +774,8 @@ class Journal:
         for block in reversed(previous.index.blocks[-64:]):
             if block.damaged is not None:
                 continue
-            samples.extend(
-                bytes(raw) for _, raw, _ in self._store.block_records(previous, block)
-            )
+            for chunk in self._store.block_chunks(previous, block):
+                samples.extend(bytes(raw) for raw in chunk.raws())
             if len(samples) >= DICT_SAMPLES:
                 break
         return samples
@@ -1092,22 +1091,31 @@ class Journal:
                 damage: PartialBlock | None = None
                 with self._mutex:
                     try:
-                        records = self._store.block_records(segment, block, position)
+                        chunks = self._store.block_chunks(segment, block, position)
                     except PartialBlock as err:
                         # Hand out the events before the damage, then raise.
                         damage = err
                         start = err.first_seq or 0
-                        records = [r for r in err.records if r[0] < start]
-                records = [r for r in records if r[0] > position]
-                if match is not None:
-                    records = [r for r in records if match(codec.decode_summary(r[1]))]
-                if limit is not None:
-                    del records[limit - produced :]
-                for event in decode_records(records, segment.path):
-                    yield event
-                    produced += 1
-                if limit is not None and produced >= limit:
-                    return
+                        chunks = [c for c in err.chunks if c.last_seq < start]
+                for chunk in chunks:
+                    if match is None:
+                        events = chunk.events()
+                        if chunk.first_seq <= position:
+                            del events[: position - chunk.first_seq + 1]
+                    else:
+                        events = decode_records(
+                            [
+                                r
+                                for r in chunk.records()
+                                if r[0] > position and match(codec.decode_summary(r[1]))
+                            ]
+                        )
+                    if limit is not None:
+                        del events[limit - produced :]
+                    yield from events
+                    produced += len(events)
+                    if limit is not None and produced >= limit:
+                        return
                 if damage is not None:
                     raise _as_corrupt(damage)
                 position = max(position, block.last_seq)
@@ -1166,14 +1174,15 @@ class Journal:
                 damages: list[PartialBlock] = []
                 with self._mutex:
                     try:
-                        records = self._store.block_records(
+                        chunks = self._store.block_chunks(
                             segment,
                             block,
                             newest=0 if match else limit - len(result),
                         )
                     except PartialBlock as err:
-                        records, damages = err.records, err.damages
+                        chunks, damages = err.chunks, err.damages
                 chosen: list[Record] = []
+                records = [r for chunk in chunks for r in chunk.records()]
                 for record in reversed(records):
                     for damage in damages:
                         # Reaching an event older than a damaged stretch means
@@ -1184,7 +1193,7 @@ class Journal:
                         chosen.append(record)
                         if len(result) + len(chosen) >= limit:
                             break
-                result.extend(decode_records(chosen, segment.path))
+                result.extend(decode_records(chosen))
                 if len(result) >= limit:
                     return result
                 if damages:

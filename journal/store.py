@@ -12,6 +12,8 @@ import gc
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import msgspec
 import zstandard
@@ -52,13 +54,12 @@ log = logging.getLogger("journal")
 MAX_OPEN_SEGMENTS = 64
 
 
-#: One stored event of a block: its seq, its undecoded bytes, and the offset of
-#: the frame that holds it.
-Record = tuple[int, msgspec.Raw, int]
+#: One stored event: its seq, its undecoded bytes, and the chunk that holds it.
+Record = tuple[int, msgspec.Raw, "Chunk"]
 
 
 class PartialBlock(CorruptSegment):
-    """Damage inside a block, with the records of the block that precede it."""
+    """Damage inside a block, with the intact frames of the block around it."""
 
     def __init__(
         self,
@@ -67,10 +68,10 @@ class PartialBlock(CorruptSegment):
         offset: int,
         first_seq: int,
         last_seq: int,
-        records: list[Record],
+        chunks: list[Chunk],
     ) -> None:
         super().__init__(message, path, offset, first_seq, last_seq)
-        self.records = records
+        self.chunks = chunks
         #: Offset in the block of the next intact frame, if there is one.
         self.next_pos: int | None = None
         #: Every damaged stretch of the block that hides seqs after the cursor.
@@ -108,86 +109,135 @@ def _frame_error(frame: Frame, path: str, err: Exception) -> CorruptSegment:
     )
 
 
-def split_frame(
-    frame: Frame, decompressor: codec.Decompressor, path: str
-) -> list[msgspec.Raw]:
-    """Decompress *frame* and split its payload into the bytes of each event."""
-    try:
-        raw = frame.stored
-        if frame.flags & FLAG_ZSTD:
-            raw = decompressor.decompress(
-                frame.stored, frame.raw_len, bool(frame.flags & FLAG_DICT)
-            )
-        elif len(raw) != frame.raw_len:
-            raise ValueError(
-                f"payload is {len(raw)} bytes, header records {frame.raw_len}"
-            )
-        declared = codec.payload_count(raw)
-        if declared != frame.count:
-            raise ValueError(
-                f"payload declares {declared} events, header records {frame.count}"
-            )
-        return codec.split_payload(raw)
-    except (
-        ValueError,
-        RecursionError,
-        zstandard.ZstdError,
-        msgspec.DecodeError,
-    ) as err:
-        raise _frame_error(frame, path, err) from err
+class Chunk:
+    """The uncompressed payload of one events frame, not yet decoded."""
+
+    __slots__ = ("count", "first_seq", "offset", "path", "payload")
+
+    def __init__(
+        self, frame: Frame, decompressor: codec.Decompressor, path: str
+    ) -> None:
+        self.first_seq = frame.first_seq
+        self.count = frame.count
+        self.offset = frame.offset
+        self.path = path
+        try:
+            raw = frame.stored
+            if frame.flags & FLAG_ZSTD:
+                raw = decompressor.decompress(
+                    frame.stored, frame.raw_len, bool(frame.flags & FLAG_DICT)
+                )
+            elif len(raw) != frame.raw_len:
+                raise ValueError(
+                    f"payload is {len(raw)} bytes, header records {frame.raw_len}"
+                )
+            declared = codec.payload_count(raw)
+            if declared != frame.count:
+                raise ValueError(
+                    f"payload declares {declared} events, header records {frame.count}"
+                )
+        except (ValueError, zstandard.ZstdError) as err:
+            raise _frame_error(frame, path, err) from err
+        self.payload = raw
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the chunk's last event."""
+        return self.first_seq + self.count - 1
+
+    def _error(self, err: Exception) -> CorruptSegment:
+        return CorruptSegment(
+            f"segment {self.path}: frame at offset {self.offset} (seq "
+            f"{self.first_seq}..{self.last_seq}) cannot be decoded: {err}; run "
+            "`journal verify` for the full report",
+            self.path,
+            self.offset,
+            self.first_seq,
+            self.last_seq,
+        )
+
+    def raws(self) -> list[msgspec.Raw]:
+        """Split the payload into the undecoded bytes of each event."""
+        try:
+            raws = codec.split_payload(self.payload)
+        except (RecursionError, msgspec.DecodeError) as err:
+            raise self._error(err) from err
+        if len(raws) != self.count:
+            raise self._error(ValueError(f"payload holds {len(raws)} events"))
+        return raws
+
+    def summaries(self) -> list[EventSummary]:
+        """Decode the indexed fields of every event."""
+        try:
+            return [codec.decode_summary(raw) for raw in self.raws()]
+        except (RecursionError, msgspec.DecodeError) as err:
+            raise self._error(err) from err
+
+    def events(self) -> list[AuditEvent]:
+        """Decode every event and assign its seq."""
+        with _collector_paused():
+            try:
+                events = codec.decode_payload(self.payload)
+            except (RecursionError, msgspec.DecodeError) as err:
+                raise self._error(err) from err
+        if len(events) != self.count:
+            raise self._error(ValueError(f"payload holds {len(events)} events"))
+        seq = self.first_seq
+        for event in events:
+            event.seq = seq
+            seq += 1
+        return events
+
+    def records(self) -> list[Record]:
+        """Return ``(seq, bytes, chunk)`` for every event."""
+        seq = self.first_seq
+        return [(seq + i, raw, self) for i, raw in enumerate(self.raws())]
 
 
-def frame_summaries(
-    frame: Frame, decompressor: codec.Decompressor, path: str
-) -> list[EventSummary]:
-    """Decode the indexed fields of every event of *frame*."""
-    raws = split_frame(frame, decompressor, path)
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while decoded events are built.
+
+    Decoded metadata holds no reference cycles, and with the collector running a
+    batch of nested metadata takes up to three times as long to decode.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
     try:
-        return [codec.decode_summary(raw) for raw in raws]
-    except (RecursionError, msgspec.DecodeError) as err:
-        raise _frame_error(frame, path, err) from err
+        yield
+    finally:
+        gc.enable()
 
 
 def decode_frame_events(
     frame: Frame, decompressor: codec.Decompressor, path: str
 ) -> list[AuditEvent]:
     """Decompress and decode the events of *frame*, assigning their seqs."""
-    raws = split_frame(frame, decompressor, path)
-    records = [(frame.first_seq + i, raw, frame.offset) for i, raw in enumerate(raws)]
-    return decode_records(records, path)
+    return Chunk(frame, decompressor, path).events()
 
 
-def decode_records(records: list[Record], path: str) -> list[AuditEvent]:
-    """Decode *records* into events with their seqs.
-
-    The decoded metadata dicts hold no reference cycles, so the cyclic garbage
-    collector is paused while they are built: with it running, a batch of nested
-    metadata costs up to three times as long to decode.
-    """
+def decode_records(records: list[Record]) -> list[AuditEvent]:
+    """Decode *records* (from :meth:`Chunk.records`) into events with their seqs."""
     events: list[AuditEvent] = []
     decode = codec.decode_event
-    paused = len(records) > 16 and gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        for seq, raw, offset in records:
+    with _collector_paused():
+        for seq, raw, chunk in records:
             try:
                 event = decode(raw)
             except (RecursionError, msgspec.DecodeError) as err:
                 raise CorruptSegment(
-                    f"segment {path}: event {seq} in the frame at offset {offset} "
-                    f"cannot be decoded: {err}; run `journal verify` for the full "
-                    "report",
-                    path,
-                    offset,
+                    f"segment {chunk.path}: event {seq} in the frame at offset "
+                    f"{chunk.offset} cannot be decoded: {err}; run `journal verify` "
+                    "for the full report",
+                    chunk.path,
+                    chunk.offset,
                     seq,
                     seq,
                 ) from err
             event.seq = seq
             events.append(event)
-    finally:
-        if paused:
-            gc.enable()
     return events
 
 
@@ -406,7 +456,7 @@ class Store:
                         segment.path,
                         item.offset,
                     )
-                events = frame_summaries(item, decompressor, segment.path)
+                events = Chunk(item, decompressor, segment.path).summaries()
             except CorruptSegment as err:
                 log.warning("segment %s: %s", segment.path, err)
                 builder.add_damage(
@@ -532,10 +582,10 @@ class Store:
 
     # -- reading -----------------------------------------------------------
 
-    def block_records(
+    def block_chunks(
         self, segment: Segment, block: Block, after_seq: int = 0, newest: int = 0
-    ) -> list[Record]:
-        """Read every event of *block*, in seq order, undecoded.
+    ) -> list[Chunk]:
+        """Read and decompress every events frame of *block*, in seq order.
 
         Damage that hides only seqs up to *after_seq* is stepped over, so a reader
         that resumes after a :class:`CorruptSegment` gets the events that follow.
@@ -557,24 +607,23 @@ class Store:
         buf = os.pread(fd, block.end - block.offset, block.offset)
         decompressor = self.decompressor(segment)
         if newest:
-            tail = self._tail_records(segment, block, buf, newest)
+            tail = self._tail_chunks(segment, block, buf, newest)
             if tail is not None:
                 return tail
-        records: list[Record] = []
+        chunks: list[Chunk] = []
         damages: list[PartialBlock] = []
         stepped_over = False
+        reached = block.first_seq - 1  # last seq of the intact frames so far
         pos = 0
         while pos < len(buf):
             try:
                 frame = frame_from_buffer(buf, pos, block.offset)
                 if frame.kind == KIND_EVENTS:
-                    seq = frame.first_seq
-                    offset = frame.offset
-                    for raw in split_frame(frame, decompressor, segment.path):
-                        records.append((seq, raw, offset))
-                        seq += 1
+                    if frame.last_seq > after_seq:
+                        chunks.append(Chunk(frame, decompressor, segment.path))
+                    reached = frame.last_seq
             except (Damaged, Incomplete, CorruptSegment) as err:
-                damage = self._damage_in_block(segment, block, buf, pos, records, err)
+                damage = self._damage_in_block(segment, block, buf, pos, reached, err)
                 if damage.last_seq is None or damage.last_seq > after_seq:
                     damages.append(damage)
                 else:
@@ -585,28 +634,31 @@ class Store:
                 continue
             pos = frame.end - block.offset
         if damages:
-            # Every intact event of the block travels with the first damage, so a
+            # Every intact frame of the block travels with the first damage, so a
             # caller can hand out what precedes it (or, newest first, follows it).
             first = damages[0]
-            first.records = records
+            first.chunks = chunks
             first.damages = damages
             raise first
-        # Damage stepped over (before the cursor) leaves fewer events than indexed.
-        if not stepped_over and len(records) != block.count:
-            raise CorruptSegment(
-                f"segment {segment.path}: block at offset {block.offset} contains "
-                f"{len(records)} events, the index records {block.count}",
-                segment.path,
-                block.offset,
-                block.first_seq,
-                block.last_seq,
-            )
-        return records
+        # Frames before the cursor are not decompressed; damage stepped over
+        # leaves fewer events than indexed.
+        if not stepped_over and not after_seq >= block.first_seq:
+            count = sum(chunk.count for chunk in chunks)
+            if count != block.count:
+                raise CorruptSegment(
+                    f"segment {segment.path}: block at offset {block.offset} contains "
+                    f"{count} events, the index records {block.count}",
+                    segment.path,
+                    block.offset,
+                    block.first_seq,
+                    block.last_seq,
+                )
+        return chunks
 
-    def _tail_records(
+    def _tail_chunks(
         self, segment: Segment, block: Block, buf: bytes, newest: int
-    ) -> list[Record] | None:
-        """Return the records of the frames holding the newest events of *block*.
+    ) -> list[Chunk] | None:
+        """Return the chunks of the frames holding the newest events of *block*.
 
         Only an intact block takes this path; ``None`` sends the caller to the
         full read, which reports damage precisely.
@@ -625,25 +677,18 @@ class Store:
             return None
         if count != block.count:
             return None
-        chosen: list[list[msgspec.Raw]] = []
-        wanted = newest
+        chunks: list[Chunk] = []
         decompressor = self.decompressor(segment)
         for frame in reversed(frames):
             try:
-                chosen.append(split_frame(frame, decompressor, segment.path))
+                chunks.append(Chunk(frame, decompressor, segment.path))
             except CorruptSegment:
                 return None
-            wanted -= frame.count
-            if wanted <= 0:
+            newest -= frame.count
+            if newest <= 0:
                 break
-        records: list[Record] = []
-        for frame, raws in zip(reversed(frames), chosen, strict=False):
-            seq = frame.first_seq + len(raws) - 1
-            for raw in reversed(raws):
-                records.append((seq, raw, frame.offset))
-                seq -= 1
-        records.reverse()
-        return records
+        chunks.reverse()
+        return chunks
 
     def _damage_in_block(
         self,
@@ -651,7 +696,7 @@ class Store:
         block: Block,
         buf: bytes,
         pos: int,
-        records: list[Record],
+        reached: int,
         err: Exception,
     ) -> PartialBlock:
         """Describe damage at *pos* of a block: the seqs it hides, the events before it."""
@@ -661,7 +706,7 @@ class Store:
             reason = "frame cut short"
         else:
             reason = str(err)
-        first = records[-1][0] + 1 if records else block.first_seq
+        first = reached + 1
         last = block.last_seq
         next_pos: int | None = None
         # The next intact frame in the block bounds the seqs the damage hides.
@@ -685,7 +730,7 @@ class Store:
             offset,
             first,
             last,
-            records,
+            [],
         )
         damage.next_pos = next_pos
         return damage

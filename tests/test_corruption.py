@@ -372,6 +372,15 @@ CHECK_SCRIPT = textwrap.dedent(
                     assert faultkit.event_mismatch(event) is None, event.seq
                     seqs.append(event.seq)
             out["seqs"] = seqs
+            actors = [f"actor-{n}" for n in range(7)]
+            for name, call in (
+                ("query", lambda: list(journal.query(actor=actors))),
+                ("recent", lambda: journal.recent(100, actor=actors)),
+            ):
+                try:
+                    call()
+                except CorruptSegment as err:
+                    out[name] = [err.offset, err.first_seq, err.last_seq]
             report = journal.verify()
             out["problems"] = [[p.kind, p.segment, p.offset, p.seq] for p in report.problems]
             out["appended"] = journal.append(faultkit.make_event("after", 0)).seq
@@ -423,6 +432,11 @@ def test_malformed_frame_bounded(tmp_path: Path, case: str) -> None:
     assert out["seqs"] == [
         s for s in range(1, 61) if not frame.first_seq <= s <= frame.last_seq
     ]
+    # Filtered reads decode summaries first; they stop at the same frame.
+    for name in ("query", "recent"):
+        offset, first, last = out[name]
+        assert offset == frame.offset, name
+        assert first <= frame.last_seq and frame.first_seq <= last, name
     assert out["problems"], "verify missed the malformed frame"
     kind, problem_segment, problem_offset, _ = out["problems"][0]
     assert kind in ("modified", "checksum failure")
