@@ -19,6 +19,7 @@ import struct
 from array import array
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from pathlib import Path
 
 import crc32c
@@ -45,12 +46,24 @@ _FIELD_TAGS = {
     "outcome": b"o\x00",
 }
 _CRC = struct.Struct("<I")
+_crc32c = crc32c.crc32c
 
 
 def value_hash(field: str, value: str | None) -> int:
     """Return the 32-bit hash the index stores for *value* of *field*."""
-    text = b"\x01" if value is None else value.encode("utf-8", "surrogatepass")
-    return int(crc32c.crc32c(_FIELD_TAGS[field] + text))
+    return _value_hashes(field, (value,))[0]
+
+
+def _value_hashes(field: str, values: Iterable[str | None]) -> list[int]:
+    tag = _FIELD_TAGS[field]
+    return [
+        int(
+            _crc32c(
+                tag + (b"\x01" if v is None else v.encode("utf-8", "surrogatepass"))
+            )
+        )
+        for v in values
+    ]
 
 
 class Block(msgspec.Struct, array_like=True):
@@ -164,13 +177,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 
 
-def _time_us(event: EventFields) -> int:
-    seconds = event.time.timestamp()
+_ACTOR = attrgetter("actor")
+_ACTION = attrgetter("action")
+_TARGET = attrgetter("target")
+_OUTCOME = attrgetter("outcome")
+_TIME = attrgetter("time")
+
+
+def _us(when: datetime) -> int:
+    seconds = when.timestamp()
     # Between 1843 and 2096 a float timestamp is within 0.5 µs of the exact value,
     # so rounding recovers it. Further out, exact (slower) integer arithmetic is used.
     if -4e9 < seconds < 4e9:
         return round(seconds * 1_000_000)
-    return (event.time - _EPOCH) // _ONE_US
+    return (when - _EPOCH) // _ONE_US
 
 
 class IndexBuilder:
@@ -192,7 +212,7 @@ class IndexBuilder:
         end: int,
         first_seq: int,
         raw_len: int,
-        events: Iterable[EventFields],
+        events: Sequence[EventFields],
         link: bytes,
     ) -> None:
         """Record an events frame that ends at *end*."""
@@ -203,23 +223,20 @@ class IndexBuilder:
             self._open = block
             index.blocks.append(block)
             self._raw_in_block = 0
-        actors, actions, targets, outcomes = self._block_values
-        min_us = block.min_us if block.count else None
-        max_us = block.max_us if block.count else None
-        n = 0
-        for event in events:
-            n += 1
-            t = _time_us(event)
-            if min_us is None or t < min_us:
-                min_us = t
-            if max_us is None or t > max_us:
-                max_us = t
-            actors.add(event.actor)
-            actions.add(event.action)
-            targets.add(event.target)
-            outcomes.add(event.outcome)
-        if n == 0 or min_us is None or max_us is None:
+        n = len(events)
+        if n == 0:
             return
+        actors, actions, targets, outcomes = self._block_values
+        # Bulk operations in C: the block needs the value sets and only the
+        # earliest and latest time, so just those two are converted.
+        actors.update(map(_ACTOR, events))
+        actions.update(map(_ACTION, events))
+        targets.update(map(_TARGET, events))
+        outcomes.update(map(_OUTCOME, events))
+        times = list(map(_TIME, events))
+        min_us, max_us = _us(min(times)), _us(max(times))
+        if block.count:
+            min_us, max_us = min(min_us, block.min_us), max(max_us, block.max_us)
         block.end = end
         block.last_seq = first_seq + n - 1
         block.count += n
@@ -266,8 +283,7 @@ class IndexBuilder:
             return
         hashes: set[int] = set()
         for field, values in zip(FILTER_FIELDS, self._block_values, strict=True):
-            for value in values:
-                hashes.add(value_hash(field, value))
+            hashes.update(_value_hashes(field, values))
             summary = self._values[field]
             if summary is not None:
                 summary.update(values)

@@ -1097,25 +1097,19 @@ class Journal:
                         damage = err
                         start = err.first_seq or 0
                         chunks = [c for c in err.chunks if c.last_seq < start]
+                # Events are decoded one at a time as they are handed out: an
+                # event the caller drops is freed at once, and the cyclic garbage
+                # collector, which counts live objects, seldom runs during a scan.
                 for chunk in chunks:
-                    if match is None:
-                        events = chunk.events()
-                        if chunk.first_seq <= position:
-                            del events[: position - chunk.first_seq + 1]
-                    else:
-                        events = decode_records(
-                            [
-                                r
-                                for r in chunk.records()
-                                if r[0] > position and match(codec.decode_summary(r[1]))
-                            ]
-                        )
-                    if limit is not None:
-                        del events[limit - produced :]
-                    yield from events
-                    produced += len(events)
-                    if limit is not None and produced >= limit:
-                        return
+                    for seq, raw, _ in chunk.records():
+                        if seq <= position or (
+                            match is not None and not match(chunk.summary(seq, raw))
+                        ):
+                            continue
+                        yield chunk.event(seq, raw)
+                        produced += 1
+                        if limit is not None and produced >= limit:
+                            return
                 if damage is not None:
                     raise _as_corrupt(damage)
                 position = max(position, block.last_seq)
@@ -1184,12 +1178,13 @@ class Journal:
                 chosen: list[Record] = []
                 records = [r for chunk in chunks for r in chunk.records()]
                 for record in reversed(records):
+                    seq, raw, chunk = record
                     for damage in damages:
                         # Reaching an event older than a damaged stretch means
                         # the newest matching events may be among the damaged.
-                        if record[0] < (damage.first_seq or 0):
+                        if seq < (damage.first_seq or 0):
                             raise _as_corrupt(damage)
-                    if match is None or match(codec.decode_summary(record[1])):
+                    if match is None or match(chunk.summary(seq, raw)):
                         chosen.append(record)
                         if len(result) + len(chosen) >= limit:
                             break

@@ -8,12 +8,9 @@ caller holds the write lock and passes ``writer=True``.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import msgspec
 import zstandard
@@ -145,15 +142,16 @@ class Chunk:
         """Seq of the chunk's last event."""
         return self.first_seq + self.count - 1
 
-    def _error(self, err: Exception) -> CorruptSegment:
+    def _error(self, err: Exception, seq: int | None = None) -> CorruptSegment:
+        first, last = (self.first_seq, self.last_seq) if seq is None else (seq, seq)
+        what = f"seq {first}..{last}" if seq is None else f"event {seq}"
         return CorruptSegment(
-            f"segment {self.path}: frame at offset {self.offset} (seq "
-            f"{self.first_seq}..{self.last_seq}) cannot be decoded: {err}; run "
-            "`journal verify` for the full report",
+            f"segment {self.path}: frame at offset {self.offset} ({what}) cannot be "
+            f"decoded: {err}; run `journal verify` for the full report",
             self.path,
             self.offset,
-            self.first_seq,
-            self.last_seq,
+            first,
+            last,
         )
 
     def raws(self) -> list[msgspec.Raw]:
@@ -166,49 +164,36 @@ class Chunk:
             raise self._error(ValueError(f"payload holds {len(raws)} events"))
         return raws
 
-    def summaries(self) -> list[EventSummary]:
-        """Decode the indexed fields of every event."""
-        try:
-            return [codec.decode_summary(raw) for raw in self.raws()]
-        except (RecursionError, msgspec.DecodeError) as err:
-            raise self._error(err) from err
-
-    def events(self) -> list[AuditEvent]:
-        """Decode every event and assign its seq."""
-        with _collector_paused():
-            try:
-                events = codec.decode_payload(self.payload)
-            except (RecursionError, msgspec.DecodeError) as err:
-                raise self._error(err) from err
-        if len(events) != self.count:
-            raise self._error(ValueError(f"payload holds {len(events)} events"))
-        seq = self.first_seq
-        for event in events:
-            event.seq = seq
-            seq += 1
-        return events
-
     def records(self) -> list[Record]:
         """Return ``(seq, bytes, chunk)`` for every event."""
         seq = self.first_seq
         return [(seq + i, raw, self) for i, raw in enumerate(self.raws())]
 
+    def summaries(self) -> list[EventSummary]:
+        """Decode the indexed fields of every event."""
+        seq = self.first_seq
+        return [self.summary(seq + i, raw) for i, raw in enumerate(self.raws())]
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while decoded events are built.
+    def summary(self, seq: int, raw: msgspec.Raw) -> EventSummary:
+        """Decode the indexed fields of event *seq* from its bytes *raw*."""
+        try:
+            return codec.decode_summary(raw)
+        except (RecursionError, msgspec.DecodeError) as err:
+            raise self._error(err, seq) from err
 
-    Decoded metadata holds no reference cycles, and with the collector running a
-    batch of nested metadata takes up to three times as long to decode.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    def event(self, seq: int, raw: msgspec.Raw) -> AuditEvent:
+        """Decode event *seq* from its bytes *raw*."""
+        try:
+            event = codec.decode_event(raw)
+        except (RecursionError, msgspec.DecodeError) as err:
+            raise self._error(err, seq) from err
+        event.seq = seq
+        return event
+
+    def events(self) -> list[AuditEvent]:
+        """Decode every event and assign its seq."""
+        seq = self.first_seq
+        return [self.event(seq + i, raw) for i, raw in enumerate(self.raws())]
 
 
 def decode_frame_events(
@@ -220,25 +205,7 @@ def decode_frame_events(
 
 def decode_records(records: list[Record]) -> list[AuditEvent]:
     """Decode *records* (from :meth:`Chunk.records`) into events with their seqs."""
-    events: list[AuditEvent] = []
-    decode = codec.decode_event
-    with _collector_paused():
-        for seq, raw, chunk in records:
-            try:
-                event = decode(raw)
-            except (RecursionError, msgspec.DecodeError) as err:
-                raise CorruptSegment(
-                    f"segment {chunk.path}: event {seq} in the frame at offset "
-                    f"{chunk.offset} cannot be decoded: {err}; run `journal verify` "
-                    "for the full report",
-                    chunk.path,
-                    chunk.offset,
-                    seq,
-                    seq,
-                ) from err
-            event.seq = seq
-            events.append(event)
-    return events
+    return [chunk.event(seq, raw) for seq, raw, chunk in records]
 
 
 class Store:
