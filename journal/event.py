@@ -80,9 +80,8 @@ class EventFields(Protocol):
 class EventSummary(msgspec.Struct, kw_only=True, gc=False):
     """A stored event decoded without ``id``, ``source`` and ``metadata``.
 
-    Decoding only these fields skips building the metadata dicts, which is most of
-    the cost of decoding an event; reads filter on summaries and decode in full
-    only the events they return.
+    Building the metadata dicts is most of the cost of decoding an event. Reads
+    therefore filter on summaries and decode in full only the events they return.
     """
 
     action: str

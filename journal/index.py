@@ -227,8 +227,8 @@ class IndexBuilder:
         if n == 0:
             return
         actors, actions, targets, outcomes = self._block_values
-        # Bulk operations in C: the block needs the value sets and only the
-        # earliest and latest time, so just those two are converted.
+        # These bulk operations run in C. The block needs the value sets and
+        # only the earliest and latest time, so only those two are converted.
         actors.update(map(_ACTOR, events))
         actions.update(map(_ACTION, events))
         targets.update(map(_TARGET, events))

@@ -1097,10 +1097,14 @@ class Journal:
                         damage = err
                         start = err.first_seq or 0
                         chunks = [c for c in err.chunks if c.last_seq < start]
-                # Events are decoded one at a time as they are handed out: an
-                # event the caller drops is freed at once, and the cyclic garbage
-                # collector, which counts live objects, seldom runs during a scan.
+                # Events are decoded one at a time as they are yielded, so an event
+                # the caller drops is freed at once. The cyclic garbage collector,
+                # triggered by the count of live objects, then seldom runs.
                 for chunk in chunks:
+                    if match is None and limit is None:
+                        # The plain scan: the same steps with no filter or count.
+                        yield from chunk.iter_events(position)
+                        continue
                     for seq, raw, _ in chunk.records():
                         if seq <= position or (
                             match is not None and not match(chunk.summary(seq, raw))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import msgspec
 import zstandard
@@ -51,7 +52,7 @@ log = logging.getLogger("journal")
 MAX_OPEN_SEGMENTS = 64
 
 
-#: One stored event: its seq, its undecoded bytes, and the chunk that holds it.
+#: One stored event: its seq, its undecoded bytes, and the chunk that contains it.
 Record = tuple[int, msgspec.Raw, "Chunk"]
 
 
@@ -144,9 +145,9 @@ class Chunk:
 
     def _error(self, err: Exception, seq: int | None = None) -> CorruptSegment:
         first, last = (self.first_seq, self.last_seq) if seq is None else (seq, seq)
-        what = f"seq {first}..{last}" if seq is None else f"event {seq}"
+        events_text = f"seq {first}..{last}" if seq is None else f"event {seq}"
         return CorruptSegment(
-            f"segment {self.path}: frame at offset {self.offset} ({what}) cannot be "
+            f"segment {self.path}: frame at offset {self.offset} ({events_text}) cannot be "
             f"decoded: {err}; run `journal verify` for the full report",
             self.path,
             self.offset,
@@ -161,7 +162,9 @@ class Chunk:
         except (RecursionError, msgspec.DecodeError) as err:
             raise self._error(err) from err
         if len(raws) != self.count:
-            raise self._error(ValueError(f"payload holds {len(raws)} events"))
+            raise self._error(
+                ValueError(f"payload contains {len(raws)} events, not {self.count}")
+            )
         return raws
 
     def records(self) -> list[Record]:
@@ -189,6 +192,20 @@ class Chunk:
             raise self._error(err, seq) from err
         event.seq = seq
         return event
+
+    def iter_events(self, after_seq: int = 0) -> Iterator[AuditEvent]:
+        """Decode and yield the events with a seq above *after_seq*, one at a time."""
+        decode = codec.decode_event
+        seq = self.first_seq - 1
+        try:
+            for raw in self.raws():
+                seq += 1
+                if seq > after_seq:
+                    event = decode(raw)
+                    event.seq = seq
+                    yield event
+        except (RecursionError, msgspec.DecodeError) as err:
+            raise self._error(err, seq) from err
 
     def events(self) -> list[AuditEvent]:
         """Decode every event and assign its seq."""
