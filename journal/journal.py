@@ -774,8 +774,11 @@ class Journal:
         for block in reversed(previous.index.blocks[-64:]):
             if block.damaged is not None:
                 continue
-            for chunk in self._store.block_chunks(previous, block):
-                samples.extend(bytes(raw) for raw in chunk.raws())
+            try:
+                for chunk in self._store.block_chunks(previous, block):
+                    samples.extend(bytes(raw) for raw in chunk.raws())
+            except CorruptSegment:
+                continue  # damage is reported by reads and verify, not by a roll
             if len(samples) >= DICT_SAMPLES:
                 break
         return samples
