@@ -271,7 +271,10 @@ class IndexBuilder:
 
     def add_seal(self, end: int, sealed_ns: int, link: bytes) -> None:
         """Record the seal frame that closes the segment."""
-        self.close_block()
+        # Reads trust a sealed segment's exact value lists to skip it, so the
+        # lists must cover every frame, also those scanned after the index was
+        # loaded from a file written while the segment was active.
+        self.snapshot()
         self.index.covered = end
         self.index.sealed_ns = sealed_ns
         self.index.last_link = link

@@ -1502,3 +1502,24 @@ def test_zoneinfo_time_stored_as_instant(open_journal) -> None:
     assert stored[1].time == datetime(2024, 11, 3, 6, 30, tzinfo=timezone.utc)
     since = datetime(2024, 11, 3, 6, 0, tzinfo=timezone.utc)
     assert seqs(journal.query(since=since)) == [2]
+
+
+def test_reader_filters_segment_sealed_later(tmp_path: Path) -> None:
+    """A reader's loaded index of an active segment must not hide values added later."""
+    directory = tmp_path / "journal"
+    with Journal.open(directory, segment_max_bytes=4096) as writer:
+        writer.append(AuditEvent(actor="alice", action="login"))
+    # close() stored the index of the still active segment: actor list ["alice"].
+    with Journal.open(directory, readonly=True) as reader:
+        assert [e.seq for e in reader.read()] == [1]
+        with Journal.open(directory, segment_max_bytes=4096) as writer:
+            for _ in range(60):
+                writer.append(
+                    AuditEvent(actor="bob", action="login", metadata={"pad": "x" * 200})
+                )
+        infos = reader.segments()
+        assert infos[0].sealed
+        expected = [e.seq for e in reader.read() if e.actor == "bob"]
+        assert len(expected) == 60
+        assert [e.seq for e in reader.query(actor="bob")] == expected
+        assert [e.seq for e in reader.recent(100, actor="bob")] == expected[::-1]
