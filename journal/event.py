@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import msgspec
 import uuid_utils
@@ -30,6 +30,11 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+#: A datetime that decoding rejects unless it carries a time zone. Appending
+#: checks the same with a clearer message (see :func:`check_time`).
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 class AuditEvent(msgspec.Struct, kw_only=True):
     """One audit record: who (``actor``) did what (``action``) to which ``target``.
 
@@ -41,7 +46,7 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     actor: str
     target: str | None = None
     outcome: str = "success"
-    time: datetime = msgspec.field(default_factory=utc_now)
+    time: AwareDatetime = msgspec.field(default_factory=utc_now)
     id: str = msgspec.field(default_factory=new_event_id)
     source: str | None = None
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -78,17 +83,22 @@ class EventFields(Protocol):
 
 
 class EventSummary(msgspec.Struct, kw_only=True, gc=False):
-    """A stored event decoded without ``id``, ``source`` and ``metadata``.
+    """A stored event decoded without building ``metadata``.
 
     Building the metadata dicts is most of the cost of decoding an event. Reads
     therefore filter on summaries and decode in full only the events they return.
+    Every field is required, unlike in :class:`AuditEvent`, so that a stored
+    event missing one is reported as damage instead of getting a default.
     """
 
     action: str
     actor: str
-    time: datetime
-    target: str | None = None
-    outcome: str = "success"
+    target: str | None
+    outcome: str
+    time: AwareDatetime
+    id: str
+    source: str | None
+    metadata: msgspec.Raw
 
 
 def format_time(value: datetime) -> str:

@@ -213,6 +213,12 @@ class Chunk:
         return [self.event(seq + i, raw) for i, raw in enumerate(self.raws())]
 
 
+def _bare_reason(err: CorruptSegment, path: str) -> str:
+    """Return the message of *err* without the segment path and the advice."""
+    text = str(err).removeprefix(f"segment {path}: ")
+    return text.split("; run `journal verify`", 1)[0]
+
+
 def decode_frame_events(
     frame: Frame, decompressor: codec.Decompressor, path: str
 ) -> list[AuditEvent]:
@@ -442,13 +448,16 @@ class Store:
                     )
                 events = Chunk(item, decompressor, segment.path).summaries()
             except CorruptSegment as err:
-                log.warning("segment %s: %s", segment.path, err)
+                reason = _bare_reason(err, segment.path)
+                log.warning("segment %s: %s", segment.path, reason)
+                # A frame whose first seq is wrong still takes the place of its
+                # events, so the seqs after it stay readable.
                 builder.add_damage(
                     item.offset,
                     item.end,
                     segment.index.last_seq,
-                    max(expected, item.first_seq + item.count),
-                    str(err),
+                    max(expected, item.first_seq) + item.count,
+                    reason,
                 )
                 continue
             builder.add_frame(
@@ -603,6 +612,11 @@ class Store:
             try:
                 frame = frame_from_buffer(buf, pos, block.offset)
                 if frame.kind == KIND_EVENTS:
+                    if frame.first_seq != reached + 1:
+                        raise Damaged(
+                            f"frame starts at seq {frame.first_seq}, expected "
+                            f"{reached + 1}"
+                        )
                     if frame.last_seq > after_seq:
                         chunks.append(Chunk(frame, decompressor, segment.path))
                     reached = frame.last_seq
@@ -615,6 +629,7 @@ class Store:
                 if damage.next_pos is None:
                     break
                 pos = damage.next_pos
+                reached = damage.last_seq or reached
                 continue
             pos = frame.end - block.offset
         if damages:
@@ -649,17 +664,19 @@ class Store:
         """
         frames: list[Frame] = []
         pos = 0
-        count = 0
+        reached = block.first_seq - 1
         try:
             while pos < len(buf):
                 frame = frame_from_buffer(buf, pos, block.offset)
                 if frame.kind == KIND_EVENTS:
+                    if frame.first_seq != reached + 1:
+                        return None
                     frames.append(frame)
-                    count += frame.count
+                    reached = frame.last_seq
                 pos = frame.end - block.offset
         except (Damaged, Incomplete):
             return None
-        if count != block.count:
+        if reached != block.last_seq:
             return None
         chunks: list[Chunk] = []
         decompressor = self.decompressor(segment)

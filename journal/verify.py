@@ -17,6 +17,7 @@ import msgspec
 
 from journal import chain, codec
 from journal.errors import CorruptSegment, InvalidArgument, JournalError
+from journal.event import validate_event
 from journal.lock import WriteLock
 from journal.segment import (
     FLAG_DICT,
@@ -257,6 +258,15 @@ def verify_journal(
                         )
                     if item.kind == KIND_EVENTS:
                         decoded = codec.decode_payload(raw)
+                        # Decoding fills in defaults for missing fields, but the
+                        # summary type requires every field to be present.
+                        for event_bytes in codec.split_payload(raw):
+                            codec.decode_summary(event_bytes)
+                        # Appending rejects what JSON cannot represent, so a
+                        # stored event that fails validation was written around
+                        # the library.
+                        for event in decoded:
+                            validate_event(event)
                         if len(decoded) != item.count:
                             raise ValueError(
                                 f"{len(decoded)} events, header records {item.count}"
