@@ -1039,6 +1039,8 @@ class Journal:
         :raises InvalidArgument: a naive datetime or a bad filter value.
         :raises CorruptSegment: the scan reached damaged bytes; resume after its
             ``last_seq``.
+        :raises SegmentExpired: retention removed events after a non-zero
+            *after_seq*; ``next_seq`` is the oldest event left.
         """
         self._check_usable()
         _check_bound("since", since)
@@ -1052,7 +1054,21 @@ class Journal:
         filters = _normalize_filters(
             actor=actor, action=action, target=target, outcome=outcome
         )
+        if after_seq:
+            self._check_cursor(after_seq)
         return self._query(since, until, filters, after_seq or 0, limit)
+
+    def _check_cursor(self, after_seq: int) -> None:
+        """Raise SegmentExpired if retention removed events after *after_seq*."""
+        removed_through = self._removed_through()
+        if after_seq < removed_through:
+            raise SegmentExpired(
+                f"retention removed events {after_seq + 1}..{removed_through} of "
+                f"{self.directory} before they were read; continue with "
+                f"after_seq={removed_through}",
+                self.directory,
+                removed_through + 1,
+            )
 
     def _query(
         self,
@@ -1200,6 +1216,11 @@ class Journal:
                     return result
                 if damages:
                     raise _as_corrupt(damages[-1])
+        # Every segment was read without finding enough events: the events
+        # before the oldest segment must have been removed by retention.
+        removed_through = self._removed_through()
+        if segments and segments[0].first_seq > removed_through + 1:
+            raise self._missing(removed_through + 1, segments[0])
         return result
 
     def follow(
@@ -1219,15 +1240,7 @@ class Journal:
         self._check_usable()
         position = self.last_seq if after_seq is None else after_seq
         while True:
-            removed_through = self._removed_through()
-            if position < removed_through:
-                raise SegmentExpired(
-                    f"retention removed events {position + 1}..{removed_through} of "
-                    f"{self.directory} before they were read; continue with "
-                    f"after_seq={removed_through}",
-                    self.directory,
-                    removed_through + 1,
-                )
+            self._check_cursor(position)
             found = False
             for event in self.query(after_seq=position, **filters):  # type: ignore[arg-type]
                 found = True

@@ -222,3 +222,35 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
         acquisitions = journal.stats()["lock"]["acquisitions"]
     assert seqs == list(range(1, 401))
     assert acquisitions < 400
+
+
+def test_deleted_first_segment_raises(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _fill(directory, 80, segment_max_bytes=4096)
+    first = sorted(directory.glob("*.seg"))[0]
+    first.unlink()
+    first.with_suffix(".idx").unlink()
+    with Journal.open(directory, readonly=True) as journal:
+        newest = journal.recent(5)
+        assert [e.seq for e in newest] == [80, 79, 78, 77, 76]
+        with pytest.raises(CorruptSegment, match="missing") as caught:
+            journal.recent(80)
+        assert caught.value.first_seq == 1
+        with pytest.raises(CorruptSegment, match="missing"):
+            list(journal.query(actor="nobody"))
+
+
+def test_cursor_behind_retention_raises(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _fill(directory, 80, segment_max_bytes=4096)
+    with Journal.open(directory) as journal:
+        report = journal.enforce_retention(max_segments=1)
+        removed_through = max(d.last_seq for d in report.deleted)
+        with pytest.raises(SegmentExpired) as caught:
+            list(journal.query(after_seq=5))
+        assert caught.value.next_seq == removed_through + 1
+        assert f"after_seq={removed_through}" in str(caught.value)
+        resumed = [e.seq for e in journal.read(after_seq=removed_through)]
+        assert resumed[0] == removed_through + 1
+        # Starting from the beginning is no cursor: it reads what is left.
+        assert [e.seq for e in journal.read()] == resumed
