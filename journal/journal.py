@@ -1065,7 +1065,8 @@ class Journal:
             raise SegmentExpired(
                 f"retention removed events {after_seq + 1}..{removed_through} of "
                 f"{self.directory} before they were read; continue with "
-                f"after_seq={removed_through}",
+                f"after_seq={removed_through} (--after-seq {removed_through} on the "
+                "command line)",
                 self.directory,
                 removed_through + 1,
             )
