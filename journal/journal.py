@@ -1217,8 +1217,8 @@ class Journal:
                     return result
                 if damages:
                     raise _as_corrupt(damages[-1])
-        # Every segment was read without finding enough events: the events
-        # before the oldest segment must have been removed by retention.
+        # Every segment was read without finding enough events, so events before
+        # the oldest segment that retention did not remove are missing.
         removed_through = self._removed_through()
         if segments and segments[0].first_seq > removed_through + 1:
             raise self._missing(removed_through + 1, segments[0])

@@ -147,8 +147,8 @@ class Chunk:
         first, last = (self.first_seq, self.last_seq) if seq is None else (seq, seq)
         events_text = f"seq {first}..{last}" if seq is None else f"event {seq}"
         return CorruptSegment(
-            f"segment {self.path}: frame at offset {self.offset} ({events_text}) cannot be "
-            f"decoded: {err}; run `journal verify` for the full report",
+            f"segment {self.path}: frame at offset {self.offset} ({events_text}) "
+            f"cannot be decoded: {err}; run `journal verify` for the full report",
             self.path,
             self.offset,
             first,
