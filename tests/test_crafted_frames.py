@@ -19,7 +19,7 @@ import pytest
 from journal import AuditEvent, CorruptSegment, Journal, chain
 from journal.segment import KIND_EVENTS, pack_frame, read_header, scan_frames
 
-T = datetime(2024, 1, 1, tzinfo=timezone.utc)
+EVENT_TIME = datetime(2024, 1, 1, tzinfo=timezone.utc)
 MISSING = object()
 
 
@@ -29,7 +29,7 @@ def _stored(**changes: Any) -> dict[str, Any]:
         "actor": "mallory",
         "target": "t",
         "outcome": "success",
-        "time": T,
+        "time": EVENT_TIME,
         "id": "fixed-id",
         "source": None,
         "metadata": {},
@@ -52,7 +52,7 @@ CASES = {
 
 
 def _append_crafted(directory: Path, events: list[dict[str, Any]]) -> None:
-    """Write a frame holding *events* after the last frame of the active segment."""
+    """Write a frame containing *events* after the last frame of the active segment."""
     path = str(sorted(directory.glob("*.seg"))[-1])
     fd = os.open(path, os.O_RDWR)
     try:
@@ -90,13 +90,13 @@ def test_crafted_event_fails_cleanly(
     directory = tmp_path / "journal"
     with Journal.open(directory) as journal:
         for _ in range(3):
-            journal.append(AuditEvent(actor="alice", action="login", time=T))
+            journal.append(AuditEvent(actor="alice", action="login", time=EVENT_TIME))
     _append_crafted(directory, CASES[case])
     if not keep_index:
         for index in directory.glob("*.idx"):
             index.unlink()
     with Journal.open(directory, readonly=True) as journal:
-        since = T - timedelta(days=1)
+        since = EVENT_TIME - timedelta(days=1)
         calls = {
             "read": lambda: list(journal.read()),
             "recent": lambda: journal.recent(10),
@@ -114,7 +114,7 @@ def test_crafted_event_fails_cleanly(
 def test_crafted_naive_time_never_returned(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     with Journal.open(directory) as journal:
-        journal.append(AuditEvent(actor="alice", action="login", time=T))
+        journal.append(AuditEvent(actor="alice", action="login", time=EVENT_TIME))
     _append_crafted(directory, CASES["naive time"])
     with (
         Journal.open(directory, readonly=True) as journal,
@@ -131,7 +131,9 @@ def test_frame_seq_contradicting_index(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     with Journal.open(directory) as journal:
         for n in range(5):
-            journal.append(AuditEvent(actor=f"user{n + 1}", action="login", time=T))
+            journal.append(
+                AuditEvent(actor=f"user{n + 1}", action="login", time=EVENT_TIME)
+            )
     path = str(sorted(directory.glob("*.seg"))[0])
     fd = os.open(path, os.O_RDWR)
     try:

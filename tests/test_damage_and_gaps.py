@@ -252,5 +252,21 @@ def test_cursor_behind_retention_raises(tmp_path: Path) -> None:
         assert f"after_seq={removed_through}" in str(caught.value)
         resumed = [e.seq for e in journal.read(after_seq=removed_through)]
         assert resumed[0] == removed_through + 1
-        # Starting from the beginning is no cursor: it reads what is left.
+        # Reading from the start is not a cursor, so it returns what is left.
         assert [e.seq for e in journal.read()] == resumed
+
+
+def test_cli_cursor_behind_retention_fails(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    _fill(directory, 80, segment_max_bytes=4096)
+    with Journal.open(directory) as journal:
+        report = journal.enforce_retention(max_segments=1)
+    removed_through = max(d.last_seq for d in report.deleted)
+    result = CliRunner().invoke(main, ["query", str(directory), "--after-seq", "5"])
+    assert result.exit_code == 1
+    assert f"--after-seq {removed_through}" in result.output
+    resumed = CliRunner().invoke(
+        main, ["query", str(directory), "--after-seq", str(removed_through), "--json"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.output.count("\n") == 80 - removed_through

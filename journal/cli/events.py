@@ -367,7 +367,10 @@ def recent(
     "--after-seq",
     default=None,
     type=click.IntRange(min=0),
-    help="Only events with a seq above N (a cursor).",
+    help=(
+        "Only events with a seq above N (a cursor). Fails when retention removed "
+        "events after N."
+    ),
 )
 @click.option(
     "--limit", default=None, type=click.IntRange(min=0), help="At most N events."
@@ -501,7 +504,9 @@ def _emit(event: AuditEvent, as_json: bool) -> None:
     "--after-seq",
     default=0,
     type=click.IntRange(min=0),
-    help="Only events with a seq above N.",
+    help=(
+        "Only events with a seq above N. Fails when retention removed events after N."
+    ),
 )
 def export(directory: str, original: bool, after_seq: int) -> None:
     """Write every event as JSON Lines on stdout, oldest first.
