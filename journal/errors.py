@@ -37,6 +37,7 @@ class CorruptSegment(JournalError):
     :ivar offset: byte offset of the damaged frame or header.
     :ivar first_seq: first seq the damage affects, when known.
     :ivar last_seq: last seq the damage affects, when known.
+    :ivar reason: what is wrong, without the path and the advice of the message.
     """
 
     def __init__(
@@ -46,16 +47,19 @@ class CorruptSegment(JournalError):
         offset: int,
         first_seq: int | None = None,
         last_seq: int | None = None,
+        *,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.path = path
         self.offset = offset
         self.first_seq = first_seq
         self.last_seq = last_seq
+        self.reason = message if reason is None else reason
 
     def __reduce__(self) -> tuple[Any, ...]:
         args = (str(self), self.path, self.offset, self.first_seq, self.last_seq)
-        return (type(self), args)
+        return (type(self), args, {"reason": self.reason})
 
 
 class SegmentExpired(JournalError):

@@ -95,18 +95,6 @@ class Segment:
         return self.index.first_seq
 
 
-def _frame_error(frame: Frame, path: str, err: Exception) -> CorruptSegment:
-    return CorruptSegment(
-        f"segment {path}: frame at offset {frame.offset} (seq {frame.first_seq}.."
-        f"{frame.last_seq}) cannot be decoded: {err}; run `journal verify` for the "
-        "full report",
-        path,
-        frame.offset,
-        frame.first_seq,
-        frame.last_seq,
-    )
-
-
 class Chunk:
     """The uncompressed payload of one events frame, not yet decoded."""
 
@@ -135,7 +123,7 @@ class Chunk:
                     f"payload declares {declared} events, header records {frame.count}"
                 )
         except (ValueError, zstandard.ZstdError) as err:
-            raise _frame_error(frame, path, err) from err
+            raise self._error(err) from err
         self.payload = raw
 
     @property
@@ -146,13 +134,16 @@ class Chunk:
     def _error(self, err: Exception, seq: int | None = None) -> CorruptSegment:
         first, last = (self.first_seq, self.last_seq) if seq is None else (seq, seq)
         events_text = f"seq {first}..{last}" if seq is None else f"event {seq}"
+        reason = (
+            f"frame at offset {self.offset} ({events_text}) cannot be decoded: {err}"
+        )
         return CorruptSegment(
-            f"segment {self.path}: frame at offset {self.offset} ({events_text}) "
-            f"cannot be decoded: {err}; run `journal verify` for the full report",
+            f"segment {self.path}: {reason}; run `journal verify` for the full report",
             self.path,
             self.offset,
             first,
             last,
+            reason=reason,
         )
 
     def raws(self) -> list[msgspec.Raw]:
@@ -169,13 +160,14 @@ class Chunk:
 
     def records(self) -> list[Record]:
         """Return ``(seq, bytes, chunk)`` for every event."""
-        seq = self.first_seq
-        return [(seq + i, raw, self) for i, raw in enumerate(self.raws())]
+        return [(seq, raw, self) for seq, raw in enumerate(self.raws(), self.first_seq)]
 
     def summaries(self) -> list[EventSummary]:
         """Decode the indexed fields of every event."""
-        seq = self.first_seq
-        return [self.summary(seq + i, raw) for i, raw in enumerate(self.raws())]
+        return [
+            self.summary(seq, raw)
+            for seq, raw in enumerate(self.raws(), self.first_seq)
+        ]
 
     def summary(self, seq: int, raw: msgspec.Raw) -> EventSummary:
         """Decode the indexed fields of event *seq* from its bytes *raw*."""
@@ -195,28 +187,14 @@ class Chunk:
 
     def iter_events(self, after_seq: int = 0) -> Iterator[AuditEvent]:
         """Decode and yield the events with a seq above *after_seq*, one at a time."""
-        decode = codec.decode_event
-        seq = self.first_seq - 1
-        try:
-            for raw in self.raws():
-                seq += 1
-                if seq > after_seq:
-                    event = decode(raw)
-                    event.seq = seq
-                    yield event
-        except (RecursionError, msgspec.DecodeError) as err:
-            raise self._error(err, seq) from err
+        event = self.event
+        for seq, raw in enumerate(self.raws(), self.first_seq):
+            if seq > after_seq:
+                yield event(seq, raw)
 
     def events(self) -> list[AuditEvent]:
         """Decode every event and assign its seq."""
-        seq = self.first_seq
-        return [self.event(seq + i, raw) for i, raw in enumerate(self.raws())]
-
-
-def _bare_reason(err: CorruptSegment, path: str) -> str:
-    """Return the message of *err* without the segment path and the advice."""
-    text = str(err).removeprefix(f"segment {path}: ")
-    return text.split("; run `journal verify`", 1)[0]
+        return list(self.iter_events())
 
 
 def decode_frame_events(
@@ -448,7 +426,7 @@ class Store:
                     )
                 events = Chunk(item, decompressor, segment.path).summaries()
             except CorruptSegment as err:
-                reason = _bare_reason(err, segment.path)
+                reason = err.reason
                 log.warning("segment %s: %s", segment.path, reason)
                 # A frame whose first seq is wrong still takes the place of its
                 # events, so the seqs after it stay readable.
@@ -639,9 +617,10 @@ class Store:
             first.chunks = chunks
             first.damages = damages
             raise first
-        # Frames before the cursor are not decompressed; damage stepped over
-        # leaves fewer events than indexed.
-        if not stepped_over and not after_seq >= block.first_seq:
+        # Only a block read whole is compared with the index's count, because
+        # frames before the cursor are not decompressed and stepped-over
+        # damage leaves fewer events.
+        if not stepped_over and after_seq < block.first_seq:
             count = sum(chunk.count for chunk in chunks)
             if count != block.count:
                 raise CorruptSegment(
@@ -657,7 +636,7 @@ class Store:
     def _tail_chunks(
         self, segment: Segment, block: Block, buf: bytes, newest: int
     ) -> list[Chunk] | None:
-        """Return the chunks of the frames holding the newest events of *block*.
+        """Return the chunks of the frames containing the newest events of *block*.
 
         Only an intact block takes this path; ``None`` sends the caller to the
         full read, which reports damage precisely.
