@@ -257,19 +257,19 @@ def verify_journal(
                             item.stored, item.raw_len, bool(item.flags & FLAG_DICT)
                         )
                     if item.kind == KIND_EVENTS:
-                        decoded = codec.decode_payload(raw)
-                        # Decoding fills in defaults for missing fields, but the
-                        # summary type requires every field to be present.
-                        for event_bytes in codec.split_payload(raw):
+                        stored_events = codec.split_payload(raw)
+                        for event_bytes in stored_events:
+                            # Decoding fills in defaults for missing fields, but
+                            # the summary type requires every field to be present.
                             codec.decode_summary(event_bytes)
-                        # Appending rejects what JSON cannot represent, so a
-                        # stored event that fails validation was written around
-                        # the library.
-                        for event in decoded:
-                            validate_event(event)
-                        if len(decoded) != item.count:
+                            # Appending rejects what JSON cannot represent, so a
+                            # stored event that fails validation was written
+                            # around the library.
+                            validate_event(codec.decode_event(event_bytes))
+                        if len(stored_events) != item.count:
                             raise ValueError(
-                                f"{len(decoded)} events, header records {item.count}"
+                                f"{len(stored_events)} events, header records "
+                                f"{item.count}"
                             )
                 except Exception as err:  # any decoding failure is a finding
                     report(
