@@ -1054,22 +1054,17 @@ class Journal:
         filters = _normalize_filters(
             actor=actor, action=action, target=target, outcome=outcome
         )
-        if after_seq:
-            self._check_cursor(after_seq)
         return self._query(since, until, filters, after_seq or 0, limit)
 
-    def _check_cursor(self, after_seq: int) -> None:
-        """Raise SegmentExpired if retention removed events after *after_seq*."""
-        removed_through = self._removed_through()
-        if after_seq < removed_through:
-            raise SegmentExpired(
-                f"retention removed events {after_seq + 1}..{removed_through} of "
-                f"{self.directory} before they were read; continue with "
-                f"after_seq={removed_through} (--after-seq {removed_through} on the "
-                "command line)",
-                self.directory,
-                removed_through + 1,
-            )
+    def _expired(self, after_seq: int, removed_through: int) -> SegmentExpired:
+        return SegmentExpired(
+            f"retention removed events {after_seq + 1}..{removed_through} of "
+            f"{self.directory} before they were read; continue with "
+            f"after_seq={removed_through} (--after-seq {removed_through} on the "
+            "command line)",
+            self.directory,
+            removed_through + 1,
+        )
 
     def _query(
         self,
@@ -1089,6 +1084,10 @@ class Journal:
         produced = 0
         segments = self._refresh()
         expected = self._removed_through() + 1
+        if 0 < after_seq < expected - 1:
+            # A cursor must not skip events silently. Reading from the start
+            # (after_seq 0) returns what retention left.
+            raise self._expired(after_seq, expected - 1)
         for segment in segments:
             index = segment.index
             if segment.first_seq > expected and position < segment.first_seq - 1:
@@ -1122,7 +1121,7 @@ class Journal:
                 # triggered by the count of live objects, then seldom runs.
                 for chunk in chunks:
                     if match is None and limit is None:
-                        # The plain scan: the same steps with no filter or count.
+                        # A plain scan needs no summary and no count.
                         yield from chunk.iter_events(position)
                         continue
                     for seq, raw, _ in chunk.records():
@@ -1241,7 +1240,9 @@ class Journal:
         self._check_usable()
         position = self.last_seq if after_seq is None else after_seq
         while True:
-            self._check_cursor(position)
+            removed_through = self._removed_through()
+            if position < removed_through:
+                raise self._expired(position, removed_through)
             found = False
             for event in self.query(after_seq=position, **filters):  # type: ignore[arg-type]
                 found = True
