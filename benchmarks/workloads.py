@@ -601,15 +601,17 @@ def _writer_calls(ctx: Context, path: str, events: int) -> dict[str, Any]:
     _link_copy(path, target)
     fresh = ctx.corpus.events(ctx.sizes.queries + 1, start=events)
     journal = Journal.open(target)
+
+    # Warm up as the read workloads do, after one append.
     journal.append(fresh[0])
-    # Each call follows one durable append, so the newest events come from the
-    # block that the writer is still filling.
-    added = iter(fresh[1:])
     journal.recent(RECENT)
     harness.reset_peak_rss()
+
+    # Each call follows one durable append, so the newest events come from the
+    # block that the writer is still filling.
     times: list[float] = []
     deadline = time.monotonic() + ctx.budget
-    for event in added:
+    for event in fresh[1:]:
         if len(times) >= 3 and time.monotonic() > deadline:
             break
         journal.append(event)
@@ -619,6 +621,7 @@ def _writer_calls(ctx: Context, path: str, events: int) -> dict[str, Any]:
     assert found[0].seq == journal.last_seq
     journal.close()
     shutil.rmtree(directory)
+
     return {
         "ops": times,
         "latencies": times,

@@ -436,7 +436,8 @@ def test_malformed_frame_bounded(tmp_path: Path, case: str) -> None:
     for name in ("query", "recent"):
         offset, first, last = out[name]
         assert offset == frame.offset, name
-        assert first <= frame.last_seq and frame.first_seq <= last, name
+        assert first <= frame.last_seq, name
+        assert frame.first_seq <= last, name
     assert out["problems"], "verify missed the malformed frame"
     kind, problem_segment, problem_offset, _ = out["problems"][0]
     assert kind in ("modified", "checksum failure")
